@@ -1,0 +1,65 @@
+"""Who may do what. The HTTP API asks :meth:`Principal.require`; so would any other face.
+
+Roles (from the seed's RLS policies, enforced here instead of in the database):
+- ``system_admin``: everything
+- ``platform_engineer``: read and write
+- ``monitoring_system``: read only
+- ``service``: register, heartbeat and deregister instances of its own service only
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+from uuid import UUID
+
+from orchcore.errors import PermissionDeniedError
+
+Role = Literal["system_admin", "platform_engineer", "monitoring_system", "service"]
+ROLES: tuple[Role, ...] = ("system_admin", "platform_engineer", "monitoring_system", "service")
+
+
+class Action(StrEnum):
+    READ = "read"
+    WRITE = "write"
+    INSTANCE_SELF = "instance_self"  # register/heartbeat/deregister one's own instances
+    ADMIN = "admin"  # tokens and other access control
+
+
+_ALLOWED: dict[Role, frozenset[Action]] = {
+    "system_admin": frozenset(Action),
+    "platform_engineer": frozenset({Action.READ, Action.WRITE, Action.INSTANCE_SELF}),
+    "monitoring_system": frozenset({Action.READ}),
+    "service": frozenset({Action.INSTANCE_SELF}),
+}
+
+
+@dataclass(frozen=True)
+class Principal:
+    token_id: UUID | None
+    name: str
+    role: Role
+    service_name: str | None = None
+
+    @property
+    def actor(self) -> str:
+        """How audit rows name this caller."""
+        return f"token:{self.name}"
+
+    def may(self, action: Action, *, service_name: str | None = None) -> bool:
+        if action not in _ALLOWED[self.role]:
+            return False
+        if self.role == "service" and action == Action.INSTANCE_SELF:
+            return service_name is not None and service_name == self.service_name
+        return True
+
+    def require(self, action: Action, *, service_name: str | None = None) -> None:
+        if self.may(action, service_name=service_name):
+            return
+        if self.role == "service" and action == Action.INSTANCE_SELF:
+            raise PermissionDeniedError(
+                f"token {self.name!r} may only manage instances of service "
+                f"{self.service_name!r}, not {service_name!r}"
+            )
+        raise PermissionDeniedError(f"role {self.role} may not {action.value}")

@@ -1,0 +1,133 @@
+"""Bearer tokens: shown once at creation, stored as SHA-256, revocable.
+
+Tokens are 32 random bytes, so a fast hash is enough: there is nothing to
+brute-force, and verification stays one indexed lookup per request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from pydantic import BaseModel
+
+from orchcore.audit import record_action
+from orchcore.auth.roles import ROLES, Principal, Role
+from orchcore.clock import Clock
+from orchcore.db import Database
+from orchcore.errors import NotFoundError, ValidationFailed
+from orchcore.registry.models import check_service_name
+
+TOKEN_PREFIX = "orch_"
+_LAST_USED_GRANULARITY = timedelta(minutes=1)
+
+_INSERT = """
+INSERT INTO api_tokens (token_name, token_prefix, token_sha256, role, service_name,
+                        created_by, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+RETURNING *
+"""
+_BY_HASH = "SELECT * FROM api_tokens WHERE token_sha256 = $1"
+_TOUCH = "UPDATE api_tokens SET last_used_at = $2 WHERE id = $1"
+_LIST = """
+SELECT * FROM api_tokens WHERE ($1::boolean OR revoked_at IS NULL) ORDER BY created_at
+"""
+_REVOKE = """
+UPDATE api_tokens SET revoked_at = $2, revoked_by = $3
+WHERE (id::text = $1 OR token_prefix = $1 OR token_name = $1) AND revoked_at IS NULL
+RETURNING *
+"""
+
+
+class ApiToken(BaseModel):
+    id: UUID
+    token_name: str
+    token_prefix: str
+    role: Role
+    service_name: str | None
+    created_by: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class TokenStore:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def create(
+        self, *, name: str, role: str, service_name: str | None = None, actor: str
+    ) -> tuple[str, ApiToken]:
+        """Make a token; the secret is returned once and never stored."""
+        if role not in ROLES:
+            raise ValidationFailed("role", f"must be one of {', '.join(ROLES)}")
+        if role == "service" and not service_name:
+            raise ValidationFailed("service", "a service token must name its service")
+        if role != "service" and service_name:
+            raise ValidationFailed("service", "only tokens of role 'service' name a service")
+        if service_name:
+            try:
+                check_service_name(service_name)
+            except ValueError as exc:
+                raise ValidationFailed("service", str(exc)) from None
+        if not name.strip():
+            raise ValidationFailed("name", "must not be empty")
+        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        now = self._clock.now()
+        async with self._db.transaction() as conn:
+            row = await conn.fetchrow(
+                _INSERT, name, secret[:12], _digest(secret), role, service_name, actor, now
+            )
+            assert row is not None
+            await record_action(
+                conn,
+                actor=actor,
+                action="token.create",
+                target_kind="token",
+                target_id=str(row["id"]),
+                at=now,
+                details={"role": role, "name": name},
+            )
+        return secret, ApiToken.model_validate(dict(row))
+
+    async def authenticate(self, secret: str) -> Principal | None:
+        """The principal behind a bearer token, or None if unknown or revoked."""
+        if not secret.startswith(TOKEN_PREFIX):
+            return None
+        row = await self._db.fetchrow(_BY_HASH, _digest(secret))
+        if row is None or row["revoked_at"] is not None:
+            return None
+        now = self._clock.now()
+        last = row["last_used_at"]
+        if last is None or now - last > _LAST_USED_GRANULARITY:
+            await self._db.execute(_TOUCH, row["id"], now)
+        return Principal(row["id"], row["token_name"], row["role"], row["service_name"])
+
+    async def list_tokens(self, *, include_revoked: bool = False) -> list[ApiToken]:
+        rows = await self._db.fetch(_LIST, include_revoked)
+        return [ApiToken.model_validate(dict(row)) for row in rows]
+
+    async def revoke(self, key: str, *, actor: str) -> list[ApiToken]:
+        """Revoke by id, name or the token's printed prefix."""
+        now = self._clock.now()
+        async with self._db.transaction() as conn:
+            rows = await conn.fetch(_REVOKE, key, now, actor)
+            if not rows:
+                raise NotFoundError("active token", key)
+            for row in rows:
+                await record_action(
+                    conn,
+                    actor=actor,
+                    action="token.revoke",
+                    target_kind="token",
+                    target_id=str(row["id"]),
+                    at=now,
+                )
+        return [ApiToken.model_validate(dict(row)) for row in rows]

@@ -1,0 +1,166 @@
+"""Orch: the one object every face holds.
+
+It owns the pool, the clock, the settings and (unless told otherwise) the
+notification listener, and exposes each concern's API as an attribute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import TracebackType
+from typing import Self
+from urllib.parse import urlsplit
+from uuid import UUID
+
+import asyncpg
+
+from orchcore.auth import TokenStore
+from orchcore.clock import Clock, SystemClock
+from orchcore.db import Database
+from orchcore.db.embedded import EmbeddedPostgres
+from orchcore.db.listen import NotificationListener
+from orchcore.db.migrate import migrate
+from orchcore.errors import OrchError
+from orchcore.membership import DaemonMembership
+from orchcore.overview import SystemOverview, summarise
+from orchcore.registry import InstanceHealthChecker, ServiceDiscovery, ServiceRegistry
+from orchcore.settings import Settings
+
+
+class DatabaseUnavailable(OrchError):
+    http_status = 503
+
+
+def describe_dsn(dsn: str) -> str:
+    """host:port/database without credentials, for headers and error messages."""
+    parts = urlsplit(dsn)
+    query = dict(pair.split("=", 1) for pair in parts.query.split("&") if "=" in pair)
+    host = parts.hostname or query.get("host", "localhost")
+    port = parts.port or query.get("port", "5432")
+    database = parts.path.lstrip("/") or "postgres"
+    if host.startswith("/"):
+        return f"unix:{host}/{database}"
+    return f"{host}:{port}/{database}"
+
+
+class Orch:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        settings: Settings,
+        *,
+        listener: NotificationListener | None = None,
+        embedded: EmbeddedPostgres | None = None,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.settings = settings
+        self.listener = listener
+        self._embedded = embedded
+        self.registry = ServiceRegistry(db, clock)
+        self.discovery = ServiceDiscovery(db, clock, listener)
+        self.tokens = TokenStore(db, clock)
+        self.daemons = DaemonMembership(db, clock)
+
+    @classmethod
+    async def open(
+        cls,
+        settings: Settings | None = None,
+        *,
+        dsn: str | None = None,
+        clock: Clock | None = None,
+        apply_migrations: bool = True,
+        listen: bool = True,
+        start_discovery: bool = True,
+    ) -> Orch:
+        """Connect (starting the embedded server if no DSN is given) and get ready."""
+        settings = settings or Settings.from_env()
+        embedded: EmbeddedPostgres | None = None
+        dsn = dsn or settings.database_url
+        if dsn is None:
+            embedded = EmbeddedPostgres(settings.data_dir)
+            dsn = await asyncio.to_thread(embedded.acquire)
+        try:
+            db = await _open_pool(dsn, settings)
+        except BaseException:
+            if embedded is not None:
+                await asyncio.to_thread(embedded.release)
+            raise
+        clock = clock or SystemClock()
+        listener = NotificationListener(dsn) if listen else None
+        orch = cls(db, clock, settings, listener=listener, embedded=embedded)
+        try:
+            await orch._prepare(apply_migrations=apply_migrations, start_discovery=start_discovery)
+        except BaseException:
+            await orch.close()
+            raise
+        return orch
+
+    async def _prepare(self, *, apply_migrations: bool, start_discovery: bool) -> None:
+        if isinstance(self.clock, SystemClock):
+            await self._calibrate_clock(self.clock)
+        if apply_migrations:
+            async with self.db.pool.acquire() as conn:
+                await migrate(conn)
+        if self.listener is not None:
+            await self.listener.start()
+        if start_discovery:
+            await self.discovery.start()
+
+    async def _calibrate_clock(self, clock: SystemClock) -> None:
+        started = time.perf_counter()
+        server_now = await self.db.fetchval("SELECT now()")
+        clock.calibrate(server_now, time.perf_counter() - started)
+
+    async def close(self) -> None:
+        await self.discovery.stop()
+        if self.listener is not None:
+            await self.listener.stop()
+        await self.db.close()
+        if self._embedded is not None:
+            await asyncio.to_thread(self._embedded.release)
+            self._embedded = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- conveniences the faces share ------------------------------------------------
+
+    @property
+    def database_label(self) -> str:
+        label = describe_dsn(self.db.dsn)
+        return f"embedded {label}" if self._embedded is not None else label
+
+    @property
+    def embedded(self) -> EmbeddedPostgres | None:
+        return self._embedded
+
+    def health_checker(self, *, checker_id: UUID, actor: str) -> InstanceHealthChecker:
+        return InstanceHealthChecker(self.db, self.clock, checker_id=checker_id, actor=actor)
+
+    async def overview(self) -> SystemOverview:
+        services = await self.registry.list_services()
+        daemons = await self.daemons.list()
+        return summarise(services, daemons)
+
+
+async def _open_pool(dsn: str, settings: Settings) -> Database:
+    try:
+        return await Database.open(
+            dsn, min_size=settings.pool_min_size, max_size=settings.pool_max_size
+        )
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise DatabaseUnavailable(
+            f"cannot connect to PostgreSQL at {describe_dsn(dsn)}: {reason}"
+        ) from None

@@ -1,0 +1,197 @@
+"""Discovery: strategies, health-awareness and the NOTIFY-fed cache."""
+
+from __future__ import annotations
+
+from collections import Counter
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+
+from orchcore import ManualClock, NoHealthyInstanceError, NotFoundError, Orch, Settings
+from tests.support.polling import eventually
+
+ACTOR = "test"
+
+
+async def service_with_instances(
+    orch: Orch, n: int, *, weights: list[int] | None = None, name: str = "photographer"
+) -> list[str]:
+    await orch.registry.register_service(
+        {"service_name": name, "service_type": "api", "deployment_environment": "production"},
+        actor=ACTOR,
+    )
+    ids = []
+    for i in range(n):
+        metadata = {"weight": weights[i]} if weights else {}
+        inst = await orch.registry.register_instance(
+            name,
+            {
+                "instance_id": f"{name}-{i}",
+                "ip_address": "127.0.0.1",
+                "port": 10000 + i,
+                "version": "1",
+                "metadata": metadata,
+            },
+            actor=ACTOR,
+        )
+        ids.append(inst.instance_id)
+    return ids
+
+
+async def mark(orch: Orch, instance_id: str, to_status: str) -> None:
+    """Change an instance's status the way a checker does, via the registry's transition."""
+    inst = await orch.registry.get_instance(instance_id)
+    async with orch.db.transaction() as conn:
+        assert await orch.registry._transition(
+            conn,
+            inst.id,
+            inst.service_id,
+            inst.status,
+            to_status,
+            reason="test",
+            actor=ACTOR,
+            at=orch.clock.now(),
+        )
+
+
+async def healthy_seen(orch: Orch, service: str, n: int) -> bool:
+    return len(orch.discovery.healthy_instances(service)) == n
+
+
+async def test_round_robin_is_exact(orch: Orch) -> None:
+    ids = await service_with_instances(orch, 4)
+    for instance_id in ids:
+        await mark(orch, instance_id, "healthy")
+    await eventually(lambda: healthy_seen(orch, "photographer", 4))
+    k = 25
+    picks = Counter(
+        [
+            (await orch.discovery.get_healthy_instance("photographer")).instance_id
+            for _ in range(k * 4)
+        ]
+    )
+    assert picks == {instance_id: k for instance_id in ids}
+
+
+async def test_weighted_follows_weights_exactly(orch: Orch) -> None:
+    ids = await service_with_instances(orch, 3, weights=[1, 2, 5])
+    for instance_id in ids:
+        await mark(orch, instance_id, "healthy")
+    await eventually(lambda: healthy_seen(orch, "photographer", 3))
+    picks = Counter(
+        [
+            (await orch.discovery.get_healthy_instance("photographer", "weighted")).instance_id
+            for _ in range(80)
+        ]
+    )
+    assert picks == {ids[0]: 10, ids[1]: 20, ids[2]: 50}
+
+
+async def test_least_connections_prefers_idle_instances(orch: Orch) -> None:
+    ids = await service_with_instances(orch, 3)
+    for instance_id in ids:
+        await mark(orch, instance_id, "healthy")
+    await eventually(lambda: healthy_seen(orch, "photographer", 3))
+    async with orch.discovery.lease("photographer", "least_connections") as first:
+        async with orch.discovery.lease("photographer", "least_connections") as second:
+            third = await orch.discovery.get_healthy_instance("photographer", "least_connections")
+            assert len({first.instance_id, second.instance_id, third.instance_id}) == 3
+            assert orch.discovery.in_flight(first) == 1
+        # second finished: it is idle again, first is still busy
+        fourth = await orch.discovery.get_healthy_instance("photographer", "least_connections")
+        assert fourth.instance_id != first.instance_id
+    assert orch.discovery.in_flight(first) == 0
+
+
+async def test_never_returns_an_instance_that_is_not_healthy(orch: Orch) -> None:
+    ids = await service_with_instances(orch, 5)
+    await mark(orch, ids[0], "healthy")
+    await mark(orch, ids[1], "healthy")
+    await mark(orch, ids[2], "healthy")
+    await mark(orch, ids[2], "unhealthy")
+    await mark(orch, ids[3], "healthy")
+    await mark(orch, ids[3], "critical")
+    await eventually(lambda: healthy_seen(orch, "photographer", 2))
+    for strategy in ("round_robin", "least_connections", "weighted"):
+        seen = {
+            (await orch.discovery.get_healthy_instance("photographer", strategy)).instance_id  # type: ignore[arg-type]
+            for _ in range(50)
+        }
+        assert seen == {ids[0], ids[1]}
+
+
+async def test_no_healthy_instance_names_service_and_states(orch: Orch) -> None:
+    ids = await service_with_instances(orch, 3)
+    await mark(orch, ids[0], "healthy")
+    await mark(orch, ids[0], "unhealthy")
+    await eventually(lambda: orch.discovery._by_name["photographer"].counts.get("unhealthy") == 1)
+    with pytest.raises(NoHealthyInstanceError) as caught:
+        await orch.discovery.get_healthy_instance("photographer")
+    assert caught.value.service == "photographer"
+    assert caught.value.counts == {"starting": 2, "unhealthy": 1}
+    assert str(caught.value) == (
+        "no healthy instance of service 'photographer' (2 starting, 1 unhealthy)"
+    )
+    with pytest.raises(NotFoundError):
+        await orch.discovery.get_healthy_instance("nonexistent")
+
+
+async def test_another_process_change_reaches_the_cache(
+    orch: Orch, dsn: str, clock: ManualClock
+) -> None:
+    """A second engine (as another process would) changes health; our cache follows."""
+    ids = await service_with_instances(orch, 2)
+    await mark(orch, ids[0], "healthy")
+    await eventually(lambda: healthy_seen(orch, "photographer", 1))
+    reloads_before = orch.discovery.reloads
+
+    other = await Orch.open(
+        Settings(database_url=dsn), clock=clock, listen=False, start_discovery=False
+    )
+    try:
+        await mark(other, ids[1], "healthy")
+        await eventually(lambda: healthy_seen(orch, "photographer", 2), timeout=2)
+        await mark(other, ids[0], "unhealthy")
+        await eventually(lambda: healthy_seen(orch, "photographer", 1), timeout=2)
+    finally:
+        await other.close()
+    assert orch.discovery.reloads > reloads_before
+    # Served from the cache: lookups issue no queries.
+    picked = {
+        (await orch.discovery.get_healthy_instance("photographer")).instance_id for _ in range(10)
+    }
+    assert picked == {ids[1]}
+
+
+async def test_lookup_without_listener_reads_database(dsn: str, clock: ManualClock) -> None:
+    engine = await Orch.open(Settings(database_url=dsn), clock=clock, listen=False)
+    try:
+        ids = await service_with_instances(engine, 1, name="payment")
+        with pytest.raises(NoHealthyInstanceError):
+            await engine.discovery.get_healthy_instance("payment")
+        await mark(engine, ids[0], "healthy")
+        await clock.advance(2)  # older than the uncached max age
+        assert (await engine.discovery.get_healthy_instance("payment")).instance_id == ids[0]
+    finally:
+        await engine.close()
+
+
+async def test_reconnect_triggers_full_refresh(orch: Orch, pg_admin_dsn: str, dsn: str) -> None:
+    """Kill the LISTEN connection server-side: changes made meanwhile still arrive."""
+    assert orch.listener is not None
+    ids = await service_with_instances(orch, 1)
+    admin = await asyncpg.connect(pg_admin_dsn)
+    try:
+        database = urlsplit(dsn).path.lstrip("/")
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = $1 AND application_name = 'orch-listen'",
+            database,
+        )
+        await eventually(lambda: not orch.listener.connected, timeout=10)  # type: ignore[union-attr]
+        await mark(orch, ids[0], "healthy")  # NOTIFY sent while nobody listens
+        await eventually(lambda: healthy_seen(orch, "photographer", 1), timeout=10)
+        assert orch.listener.connected
+    finally:
+        await admin.close()
