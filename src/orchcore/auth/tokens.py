@@ -17,7 +17,7 @@ from orchcore.audit import record_action
 from orchcore.auth.roles import ROLES, Principal, Role
 from orchcore.clock import Clock
 from orchcore.db import Database
-from orchcore.errors import NotFoundError, ValidationFailed
+from orchcore.errors import ConflictError, NotFoundError, ValidationFailed
 from orchcore.registry.models import check_service_name
 
 TOKEN_PREFIX = "orch_"
@@ -34,9 +34,14 @@ _TOUCH = "UPDATE api_tokens SET last_used_at = $2 WHERE id = $1"
 _LIST = """
 SELECT * FROM api_tokens WHERE ($1::boolean OR revoked_at IS NULL) ORDER BY created_at
 """
+_MATCHING = """
+SELECT id, token_name FROM api_tokens
+WHERE revoked_at IS NULL
+  AND (id::text = $1 OR token_prefix = $1 OR (length($1) >= 8 AND id::text LIKE $1 || '%'))
+"""
 _REVOKE = """
 UPDATE api_tokens SET revoked_at = $2, revoked_by = $3
-WHERE (id::text = $1 OR token_prefix = $1 OR token_name = $1) AND revoked_at IS NULL
+WHERE id = $1 AND revoked_at IS NULL
 RETURNING *
 """
 
@@ -114,20 +119,25 @@ class TokenStore:
         rows = await self._db.fetch(_LIST, include_revoked)
         return [ApiToken.model_validate(dict(row)) for row in rows]
 
-    async def revoke(self, key: str, *, actor: str) -> list[ApiToken]:
-        """Revoke by id, name or the token's printed prefix."""
+    async def revoke(self, key: str, *, actor: str) -> ApiToken:
+        """Revoke the one active token whose id, id prefix (8+) or printed prefix is ``key``."""
         now = self._clock.now()
+        key = key.removesuffix("…")
         async with self._db.transaction() as conn:
-            rows = await conn.fetch(_REVOKE, key, now, actor)
-            if not rows:
+            matches = await conn.fetch(_MATCHING, key)
+            if not matches:
                 raise NotFoundError("active token", key)
-            for row in rows:
-                await record_action(
-                    conn,
-                    actor=actor,
-                    action="token.revoke",
-                    target_kind="token",
-                    target_id=str(row["id"]),
-                    at=now,
-                )
-        return [ApiToken.model_validate(dict(row)) for row in rows]
+            if len(matches) > 1:
+                names = ", ".join(f"{m['token_name']} ({m['id']})" for m in matches)
+                raise ConflictError(f"{key!r} matches {len(matches)} tokens: {names}")
+            row = await conn.fetchrow(_REVOKE, matches[0]["id"], now, actor)
+            assert row is not None
+            await record_action(
+                conn,
+                actor=actor,
+                action="token.revoke",
+                target_kind="token",
+                target_id=str(row["id"]),
+                at=now,
+            )
+        return ApiToken.model_validate(dict(row))

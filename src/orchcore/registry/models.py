@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     IPvAnyAddress,
+    computed_field,
     field_validator,
     model_validator,
 )
@@ -238,14 +239,17 @@ class Service(BaseModel):
     updated_at: datetime
     instance_counts: dict[str, int] = Field(default_factory=dict)
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def healthy_instances(self) -> int:
         return self.instance_counts.get("healthy", 0)
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def live_instances(self) -> int:
         return sum(self.instance_counts.get(s, 0) for s in LIVE_STATUSES)
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def health_status(self) -> Literal["healthy", "degraded", "unhealthy"]:
         """All live instances healthy, some, or none (the seed's health_status)."""

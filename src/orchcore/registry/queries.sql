@@ -273,3 +273,8 @@ WHERE status IN ('starting', 'healthy', 'unhealthy', 'critical')
 SELECT id, microservice_id, instance_id, ip_address, port, status, version, metadata
 FROM service_instances
 WHERE status IN ('starting', 'healthy', 'unhealthy', 'critical') AND microservice_id = ANY($1::uuid[])
+
+-- name: resource_usage_of_live_instances
+SELECT microservice_id, resource_usage FROM service_instances
+WHERE status IN ('starting', 'healthy', 'unhealthy', 'critical')
+  AND resource_usage IS NOT NULL AND resource_usage <> '{}'::jsonb

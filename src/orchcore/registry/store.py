@@ -390,6 +390,13 @@ class ServiceRegistry:
         rows = await self._db.fetch(Q.recent_service_events, service_id, limit)
         return [InstanceStateEvent.model_validate(dict(row)) for row in rows]
 
+    async def resource_usage_by_service(self) -> dict[UUID, list[dict[str, Any]]]:
+        """Last reported resource usage of each live instance, grouped by service."""
+        usage: dict[UUID, list[dict[str, Any]]] = {}
+        for row in await self._db.fetch(Q.resource_usage_of_live_instances):
+            usage.setdefault(row["microservice_id"], []).append(row["resource_usage"])
+        return usage
+
     async def instance_counts(self) -> dict[str, int]:
         """Instances of active services by status (the Overview pane's breakdown)."""
         return {row["status"]: row["n"] for row in await self._db.fetch(Q.instance_counts)}

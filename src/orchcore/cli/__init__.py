@@ -1,0 +1,1 @@
+"""The `orch` command line: thin verbs over the engine, each with --json."""

@@ -1,0 +1,341 @@
+"""`orch demo`: the whole thing on one machine, with nothing set up beforehand.
+
+Starts (or reuses) the embedded PostgreSQL unless a DSN is given, the example
+wedding platform (five services on loopback ports), registers them with their
+dependencies, starts a daemon, and opens the console. Ctrl-C (or quitting the
+console) stops everything it started, in order: instances are deregistered,
+then the daemon and the platform stop, then the embedded server if nobody else
+uses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import random
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import click
+import httpx
+
+import orchcore
+from orchcore.cli.context import settings_from
+from orchcore.cli.processes import ChildProcess
+from orchcore.errors import ConflictError, OrchError
+from orchcore.facade import Orch
+from orchcore.settings import Settings
+
+DEMO_ACTOR = "demo"
+DEFAULT_INSTANCES = "venue=2,catering=1,photographer=2,payment=1,notification=1"
+
+
+class DemoFailed(OrchError):
+    pass
+
+
+@dataclass(frozen=True)
+class DemoInstance:
+    service: str
+    instance_id: str
+    host: str
+    port: int
+    version: str
+
+
+def examples_dir() -> Path:
+    """The example platform: $ORCH_EXAMPLES_DIR, the source checkout, or the wheel's copy."""
+    if os.environ.get("ORCH_EXAMPLES_DIR"):
+        return Path(os.environ["ORCH_EXAMPLES_DIR"])
+    package = Path(orchcore.__file__).resolve().parent
+    for candidate in (
+        package.parents[1] / "examples" / "wedding",
+        package / "examples" / "wedding",
+    ):
+        if (candidate / "platform.py").is_file():
+            return candidate
+    raise DemoFailed("the example wedding platform is missing (examples/wedding/platform.py)")
+
+
+def load_manifest(folder: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("orch_wedding_manifest", folder / "manifest.py")
+    if spec is None or spec.loader is None:
+        raise DemoFailed(f"cannot load {folder / 'manifest.py'}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def step(message: str) -> None:
+    click.echo(click.style("▸ ", fg="cyan") + message, err=True)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+@click.command("demo")
+@click.option("--no-console", is_flag=True, help="Run headless until Ctrl-C.")
+@click.option(
+    "--listen",
+    default="127.0.0.1:7400",
+    show_default=True,
+    help="API address of the demo's daemon (a free port if this one is taken).",
+)
+@click.option(
+    "--instances",
+    default=DEFAULT_INSTANCES,
+    show_default=True,
+    help="How many instances of each service to start.",
+)
+@click.option(
+    "--chaos/--no-chaos",
+    default=True,
+    show_default=True,
+    help="Now and then make an instance fail its health checks for a while.",
+)
+@click.pass_context
+def demo(ctx: click.Context, no_console: bool, listen: str, instances: str, chaos: bool) -> None:
+    """Start a local wedding platform under orch and open the console."""
+    settings = settings_from(ctx)
+    asyncio.run(
+        run_demo(settings, console=not no_console, listen=listen, instances=instances, chaos=chaos)
+    )
+
+
+async def run_demo(
+    settings: Settings, *, console: bool, listen: str, instances: str, chaos: bool
+) -> None:
+    started = time.monotonic()
+    folder = examples_dir()
+    log_dir = settings.data_dir / "demo"
+    if settings.database_url:
+        step("using the database at ORCH_DATABASE_URL/--dsn")
+    else:
+        step(f"starting the embedded PostgreSQL in {settings.data_dir}")
+    orch = await Orch.open(settings)
+    try:
+        async with _platform(folder, instances, log_dir) as platform_instances:
+            await _register(orch, folder, platform_instances)
+            async with _daemon(settings, listen, log_dir) as api_address:
+                step(
+                    f"ready in {time.monotonic() - started:.1f}s — API on http://{api_address}, "
+                    f"logs in {log_dir}"
+                )
+                chaos_task = asyncio.create_task(_chaos(platform_instances)) if chaos else None
+                try:
+                    if console:
+                        await _run_console(orch)
+                    else:
+                        step("running headless; Ctrl-C stops everything")
+                        await _until_interrupted()
+                finally:
+                    if chaos_task is not None:
+                        chaos_task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await chaos_task
+                    step("stopping: deregistering the demo's instances")
+                    await _deregister(orch, platform_instances)
+                    step("stopping the daemon")
+            step("stopping the example platform")
+    finally:
+        await orch.close()
+        step("stopped")
+
+
+@contextlib.asynccontextmanager
+async def _platform(
+    folder: Path, instances: str, log_dir: Path
+) -> AsyncIterator[list[DemoInstance]]:
+    step(f"starting the example wedding platform ({instances})")
+    child = await ChildProcess.spawn(
+        "platform",
+        [
+            sys.executable,
+            str(folder / "platform.py"),
+            "--host",
+            "127.0.0.1",
+            "--instances",
+            instances,
+            "--base-port",
+            "0",
+        ],
+        log_path=log_dir / "platform.log",
+        stdout_pipe=True,
+    )
+    try:
+        found = await asyncio.wait_for(_read_platform_ready(child), timeout=60)
+        yield found
+    except TimeoutError:
+        raise DemoFailed(f"the example platform did not start in 60s:\n{child.tail()}") from None
+    finally:
+        await child.stop()
+
+
+async def _read_platform_ready(child: ChildProcess) -> list[DemoInstance]:
+    assert child.process.stdout is not None
+    found: list[DemoInstance] = []
+    while True:
+        line = await child.process.stdout.readline()
+        if not line:
+            raise DemoFailed(f"the example platform exited early:\n{child.tail()}")
+        try:
+            message: dict[str, Any] = json.loads(line)
+        except ValueError:
+            continue
+        if message.get("ready"):
+            return found
+        if "instance_id" in message:
+            found.append(
+                DemoInstance(
+                    message["service"],
+                    message["instance_id"],
+                    message["host"],
+                    int(message["port"]),
+                    str(message.get("version", "1.0.0")),
+                )
+            )
+
+
+async def _register(orch: Orch, folder: Path, instances: list[DemoInstance]) -> None:
+    manifest = load_manifest(folder)
+    registrations: list[dict[str, Any]] = manifest.registrations()
+    step(f"registering {len(registrations)} services and {len(instances)} instances")
+    for request in registrations:
+        try:
+            await orch.registry.register_service(request, actor=DEMO_ACTOR)
+        except ConflictError:
+            update = {k: v for k, v in request.items() if k != "service_name"}
+            await orch.registry.update_service(request["service_name"], update, actor=DEMO_ACTOR)
+    for inst in instances:
+        await orch.registry.register_instance(
+            inst.service,
+            {
+                "instance_id": inst.instance_id,
+                "node_name": socket.gethostname(),
+                "ip_address": inst.host,
+                "port": inst.port,
+                "version": inst.version,
+            },
+            actor=DEMO_ACTOR,
+        )
+
+
+async def _deregister(orch: Orch, instances: list[DemoInstance]) -> None:
+    for inst in instances:
+        with contextlib.suppress(OrchError):
+            await orch.registry.deregister_instance(
+                inst.service, inst.instance_id, actor=DEMO_ACTOR, reason="demo stopped"
+            )
+
+
+@contextlib.asynccontextmanager
+async def _daemon(settings: Settings, listen: str, log_dir: Path) -> AsyncIterator[str]:
+    host, _, port = listen.rpartition(":")
+    if not port_is_free(host, int(port)):
+        step(f"{listen} is taken; the daemon listens on a free port instead")
+        listen = f"{host}:0"
+    env = {"ORCH_DATA_DIR": str(settings.data_dir), "ORCH_LOG_FORMAT": "json"}
+    if settings.database_url:
+        env["ORCH_DATABASE_URL"] = settings.database_url
+    step("starting a daemon (health checks, HTTP API)")
+    child = await ChildProcess.spawn(
+        "daemon",
+        [
+            sys.executable,
+            "-m",
+            "orchcore.cli.main",
+            "daemon",
+            "--listen",
+            listen,
+            "--name",
+            "demo-daemon",
+        ],
+        log_path=log_dir / "daemon.log",
+        env=env,
+    )
+    try:
+        address = await _wait_for_daemon(child, listen)
+        yield address
+    finally:
+        await child.stop()
+
+
+async def _wait_for_daemon(child: ChildProcess, listen: str, timeout: float = 60) -> str:
+    """Poll the daemon's membership announcement in its log for the bound address."""
+    deadline = time.monotonic() + timeout
+    offset = child.log_path.stat().st_size if child.log_path.exists() else 0
+    while time.monotonic() < deadline:
+        if not child.running:
+            raise DemoFailed(f"the daemon exited during start-up:\n{child.tail()}")
+        address = _announced_address(child.log_path, offset)
+        if address is not None:
+            async with httpx.AsyncClient() as client:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"http://{address}/readyz", timeout=1)).status_code == 200:
+                        return address
+        await asyncio.sleep(0.1)
+    raise DemoFailed(f"the daemon did not become ready in {timeout:.0f}s:\n{child.tail()}")
+
+
+def _announced_address(log_path: Path, offset: int) -> str | None:
+    try:
+        with open(log_path, encoding="utf-8", errors="replace") as log:
+            log.seek(offset)
+            for line in log:
+                with contextlib.suppress(ValueError):
+                    entry = json.loads(line)
+                    if entry.get("event") == "daemon started" and entry.get("listen"):
+                        return str(entry["listen"])
+    except OSError:
+        return None
+    return None
+
+
+async def _chaos(instances: list[DemoInstance]) -> None:
+    """Every so often one instance fails its health checks for a while, then recovers."""
+    rng = random.Random()
+    async with httpx.AsyncClient(timeout=2) as client:
+        while True:
+            await asyncio.sleep(rng.uniform(15, 30))
+            victim = rng.choice(instances)
+            base = f"http://{victim.host}:{victim.port}"
+            with contextlib.suppress(httpx.HTTPError):
+                await client.post(f"{base}/_knobs", json={"health": "fail"})
+                await asyncio.sleep(rng.uniform(10, 20))
+                await client.post(f"{base}/_knobs", json={"health": "ok"})
+
+
+async def _run_console(orch: Orch) -> None:
+    from orchtui.app import OrchConsole
+
+    app = OrchConsole(orch, readonly=False)
+    await app.run_async()
+
+
+async def _until_interrupted() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)

@@ -1,0 +1,155 @@
+"""The daemon: membership heartbeat, health checking and the HTTP API, supervised.
+
+Shutdown (SIGTERM/SIGINT) is graceful: the API stops accepting, in-flight health
+checks are cancelled and their leases released so another daemon takes them over at
+once, and the membership row is marked stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from orchcore import __version__
+from orchcore.actors import daemon_actor
+from orchcore.api import create_app
+from orchcore.daemon.supervisor import TaskSupervisor
+from orchcore.errors import OrchError
+from orchcore.facade import Orch
+from orchcore.registry import InstanceHealthChecker
+
+log = logging.getLogger("orch.daemon")
+
+
+class ListenError(OrchError):
+    pass
+
+
+class EmbeddedServer(uvicorn.Server):
+    """uvicorn inside a process whose signals belong to someone else (the daemon, a test)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    listen: str = "127.0.0.1:7400"
+    name: str | None = None
+    health_checks: bool = True
+    heartbeat_seconds: float = 5.0
+    serve_api: bool = True
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ListenError(f"--listen: expected HOST:PORT, got {listen!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class Daemon:
+    def __init__(self, orch: Orch, config: DaemonConfig) -> None:
+        self.orch = orch
+        self.config = config
+        self.name = config.name or f"{socket.gethostname()}:{config.listen}"
+        self.daemon_id: Any = None
+        self._supervisor = TaskSupervisor()
+        self._stop = asyncio.Event()
+        self._server: EmbeddedServer | None = None
+        self._sockets: list[socket.socket] = []
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        host, port = parse_listen(self.config.listen)
+        listening = self._bind(host, port) if self.config.serve_api else None
+        self.daemon_id = await self.orch.daemons.join(
+            name=self.name, listen=listening, version=__version__
+        )
+        log.info(
+            "daemon started",
+            extra={"daemon": self.name, "daemon_id": str(self.daemon_id), "listen": listening},
+        )
+        checker: InstanceHealthChecker | None = None
+        if self.config.health_checks:
+            checker = self.orch.health_checker(
+                checker_id=self.daemon_id, actor=daemon_actor(self.name)
+            )
+            if self.orch.listener is not None:
+                self.orch.listener.subscribe(
+                    lambda msg: checker.wake() if msg.get("topic") == "instance" else None
+                )
+            self._supervisor.start("health-checks", checker.run_forever)
+        self._supervisor.start("membership", self._heartbeat_forever)
+        if listening is not None:
+            self._supervisor.start("api", self._serve_api)
+        try:
+            await self._stop.wait()
+        finally:
+            await self._shutdown(checker)
+
+    def _bind(self, host: str, port: int) -> str:
+        """Bind before joining, so a taken port fails fast with one clear line."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        sock.listen(128)
+        sock.setblocking(False)
+        self._sockets = [sock]
+        bound_port = sock.getsockname()[1]
+        return f"{host}:{bound_port}"
+
+    async def _serve_api(self) -> None:
+        app = create_app(self.orch, daemon_name=self.name)
+        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+        self._server = EmbeddedServer(config)
+        await self._server.serve(sockets=self._sockets)
+
+    async def _heartbeat_forever(self) -> None:
+        while True:
+            try:
+                await self.orch.daemons.heartbeat(self.daemon_id)
+            except (OSError, OrchError) as exc:
+                log.warning("membership heartbeat failed: %s", exc)
+            except Exception as exc:  # asyncpg errors: keep beating once the DB is back
+                log.warning("membership heartbeat failed: %s", exc)
+            await self.orch.clock.sleep(self.config.heartbeat_seconds)
+
+    async def _shutdown(self, checker: InstanceHealthChecker | None) -> None:
+        log.info("daemon stopping", extra={"daemon": self.name})
+        if self._server is not None:
+            self._server.should_exit = True  # uvicorn finishes in-flight requests, then returns
+        await self._supervisor.stop("health-checks")
+        if checker is not None:
+            with contextlib.suppress(Exception):
+                await checker.release()
+            await checker.close()
+        await self._supervisor.wait("api", timeout=10.0)
+        await self._supervisor.stop()
+        with contextlib.suppress(Exception):
+            await self.orch.daemons.leave(self.daemon_id)
+        for sock in self._sockets:
+            sock.close()
+        log.info("daemon stopped", extra={"daemon": self.name})
+
+
+def install_signal_handlers(daemon: Daemon) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, daemon.request_stop)

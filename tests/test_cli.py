@@ -1,0 +1,202 @@
+"""The `orch` verbs as a user runs them: real subprocesses, --json, exit codes."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchcore import Orch
+from tests.support.cli import run_orch
+
+
+async def test_service_and_instance_verbs_with_json(dsn: str, orch: Orch) -> None:
+    created = await run_orch(
+        dsn,
+        "service",
+        "register",
+        "venue",
+        "--version",
+        "1.2.0",
+        "--env",
+        "production",
+        "--depends-on",
+        "payment",
+        "--cpu",
+        "500m",
+        "--memory",
+        "512Mi",
+        "--replicas",
+        "1:3",
+        "--check",
+        "interval_seconds=2",
+        "--check",
+        "timeout_seconds=1",
+        "--json",
+    )
+    assert created.code == 0, created.stderr
+    service = created.json()
+    assert service["service_name"] == "venue"
+    assert service["health_check"]["interval_seconds"] == 2
+    assert service["scaling_config"] == {
+        "min_replicas": 1,
+        "max_replicas": 3,
+        "target_cpu_percent": 70,
+    }
+
+    inst = await run_orch(
+        dsn,
+        "instance",
+        "register",
+        "venue",
+        "--id",
+        "venue-1",
+        "--address",
+        "127.0.0.1",
+        "--port",
+        "9001",
+        "--version",
+        "1.2.0",
+        "--weight",
+        "3",
+        "--json",
+    )
+    assert inst.code == 0, inst.stderr
+    assert inst.json()["metadata"] == {"weight": 3}
+
+    listing = await run_orch(dsn, "service", "list", "--json")
+    assert [s["service_name"] for s in listing.json()] == ["venue"]
+    assert listing.json()[0]["instance_counts"] == {"starting": 1}
+
+    shown = (await run_orch(dsn, "service", "show", "venue", "--json")).json()
+    assert shown["dependencies"] == [
+        {
+            "service_name": "payment",
+            "registered": False,
+            "dependency_type": "synchronous",
+            "is_critical": False,
+        },
+    ]
+    assert [e["to_status"] for e in shown["recent_events"]] == ["starting"]
+
+    instances = (await run_orch(dsn, "instance", "list", "venue", "--json")).json()
+    assert [i["instance_id"] for i in instances] == ["venue-1"]
+
+    gone = await run_orch(
+        dsn, "instance", "deregister", "venue", "venue-1", "--yes", "--reason", "drain", "--json"
+    )
+    assert gone.json()["status"] == "terminating"
+    events = await orch.registry.instance_events("venue-1")
+    assert (events[0].reason, events[0].actor) == ("drain", "tester")
+
+    human = await run_orch(dsn, "service", "list")
+    assert "venue" in human.stdout and "SERVICE" in human.stdout
+
+
+async def test_bad_input_exits_2_with_one_line(dsn: str) -> None:
+    bad = await run_orch(dsn, "service", "register", "Venue!")
+    assert bad.code == 2
+    assert bad.stderr.strip().splitlines() == [
+        "orch: error: service_name: must be 1-63 characters of lower-case letters, digits "
+        "and '-', starting with a letter"
+    ]
+    port = await run_orch(
+        dsn,
+        "instance",
+        "register",
+        "venue",
+        "--id",
+        "x",
+        "--address",
+        "10.0.0.1",
+        "--port",
+        "99999",
+        "--version",
+        "1",
+    )
+    assert (port.code, port.stderr.strip()) == (
+        2,
+        "orch: error: port: Input should be less than or equal to 65535",
+    )
+
+
+async def test_destructive_verbs_need_confirmation(dsn: str, orch: Orch) -> None:
+    await orch.registry.register_service(
+        {"service_name": "venue", "service_type": "api", "deployment_environment": "staging"},
+        actor="t",
+    )
+    refused = await run_orch(dsn, "service", "deactivate", "venue")
+    assert refused.code == 2
+    assert "confirm with --yes" in refused.stderr
+    assert (await orch.registry.get_service("venue")).is_active
+    done = await run_orch(dsn, "service", "deactivate", "venue", "--yes", "--json")
+    assert done.code == 0
+    assert done.json()["is_active"] is False
+
+
+async def test_conflict_and_not_found_exit_1(dsn: str) -> None:
+    assert (await run_orch(dsn, "service", "register", "venue")).code == 0
+    again = await run_orch(dsn, "service", "register", "venue")
+    assert again.code == 1
+    assert again.stderr.strip() == "orch: error: service 'venue' is already registered"
+    missing = await run_orch(dsn, "service", "show", "nope")
+    assert (missing.code, missing.stderr.strip()) == (1, "orch: error: service 'nope' not found")
+
+
+async def test_register_from_file(dsn: str, tmp_path: pytest.TempPathFactory) -> None:
+    path = tmp_path / "svc.yaml"  # type: ignore[operator]
+    path.write_text(
+        "service_name: catering\nservice_type: worker\ndeployment_environment: production\n"
+        "dependencies: [venue]\nhealth_check: {kind: ttl, ttl_seconds: 15}\n"
+    )
+    created = await run_orch(dsn, "service", "register", "--file", str(path), "--json")
+    assert created.code == 0, created.stderr
+    assert created.json()["health_check"]["kind"] == "ttl"
+    assert created.json()["service_type"] == "worker"
+
+
+async def test_token_verbs(dsn: str) -> None:
+    made = await run_orch(
+        dsn, "token", "create", "--role", "service", "--service", "venue", "--json"
+    )
+    assert made.code == 0, made.stderr
+    token = made.json()
+    assert token["token"].startswith("orch_")
+    assert token["role"] == "service"
+    listed = (await run_orch(dsn, "token", "list", "--json")).json()
+    assert [t["token_name"] for t in listed] == ["venue-service"]
+    assert "token" not in listed[0]
+    revoked = await run_orch(dsn, "token", "revoke", token["id"], "--yes", "--json")
+    assert revoked.json()["revoked_at"] is not None
+    assert (await run_orch(dsn, "token", "list", "--json")).json() == []
+    bad = await run_orch(dsn, "token", "create", "--role", "service")
+    assert (bad.code, bad.stderr.strip()) == (
+        2,
+        "orch: error: service: a service token must name its service",
+    )
+
+
+async def test_heartbeat_and_status_and_db_verbs(dsn: str, orch: Orch) -> None:
+    await orch.registry.register_service(
+        {
+            "service_name": "payment",
+            "service_type": "api",
+            "deployment_environment": "staging",
+            "health_check": {"kind": "ttl"},
+        },
+        actor="t",
+    )
+    await orch.registry.register_instance(
+        "payment",
+        {"instance_id": "p1", "ip_address": "127.0.0.1", "port": 1, "version": "1"},
+        actor="t",
+    )
+    beat = await run_orch(
+        dsn, "instance", "heartbeat", "payment", "p1", "--usage", "cpu_percent=5", "--json"
+    )
+    assert beat.json()["status"] == "healthy"
+    status = (await run_orch(dsn, "status", "--json")).json()
+    assert status["services_healthy"] == 1
+    assert status["instances_by_state"] == {"healthy": 1}
+    migrated = (await run_orch(dsn, "db", "migrate", "--json")).json()
+    assert migrated["applied"] == []
+    db_status = (await run_orch(dsn, "db", "status", "--json")).json()
+    assert db_status["pending_migrations"] == []
