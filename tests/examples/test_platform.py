@@ -184,6 +184,28 @@ def test_a_retry_on_another_instance_finds_the_first_answer(
     assert stats(client, wedding.url("venue-2"))["by_key"][key] == {"calls": 2, "effects": 1}
 
 
+def test_an_answer_lost_to_a_client_timeout_took_effect_once(
+    wedding: PlatformProcess, client: httpx.Client
+) -> None:
+    """The case a saga's retry must survive: applied, but the caller never heard."""
+    venue = wedding.url("venue-1")
+    set_knobs(client, venue, latency_ms=300)
+    key = new_key()
+    body = {"wedding_id": "w", "venue_id": "mill", "date": "2027-10-10", "guests": 60}
+    with pytest.raises(httpx.ReadTimeout):
+        client.post(
+            f"{venue}/reservations", json=body, headers={"Idempotency-Key": key}, timeout=0.05
+        )
+    deadline = time.monotonic() + 5
+    while stats(client, venue)["by_key"][key]["effects"] == 0:
+        assert time.monotonic() < deadline, "the timed-out call never took effect"
+        time.sleep(0.02)
+
+    retry = post(client, f"{wedding.url('venue-2')}/reservations", body, key=key)
+    assert (retry.status_code, retry.headers["Idempotent-Replayed"]) == (201, "true")
+    assert stats(client, venue)["by_key"][key] == {"calls": 2, "effects": 1}
+
+
 def test_a_key_reused_for_another_request_is_refused(
     wedding: PlatformProcess, client: httpx.Client
 ) -> None:
