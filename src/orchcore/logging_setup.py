@@ -8,7 +8,9 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-_STANDARD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+# Attributes every record has; anything else was passed as extra= and is worth a field.
+# uvicorn adds "color_message" (the message with ANSI colours): never wanted in JSON.
+_STANDARD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "color_message"}
 
 
 class JsonLineFormatter(logging.Formatter):

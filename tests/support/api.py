@@ -16,7 +16,7 @@ from orchcore.daemon.runner import EmbeddedServer
 
 @contextlib.asynccontextmanager
 async def serve_api(orch: Orch) -> AsyncIterator[str]:
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     sock.setblocking(False)

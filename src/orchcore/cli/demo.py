@@ -181,6 +181,7 @@ async def _platform(
     )
     try:
         found = await asyncio.wait_for(_read_platform_ready(child), timeout=60)
+        step(f"platform up (pid {child.process.pid})")
         yield found
     except TimeoutError:
         raise DemoFailed(f"the example platform did not start in 60s:\n{child.tail()}") from None
@@ -272,6 +273,7 @@ async def _daemon(settings: Settings, listen: str, log_dir: Path) -> AsyncIterat
     )
     try:
         address = await _wait_for_daemon(child, listen)
+        step(f"daemon up (pid {child.process.pid})")
         yield address
     finally:
         await child.stop()

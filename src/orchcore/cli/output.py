@@ -69,3 +69,12 @@ STATUS_SYMBOLS = {
 
 def with_symbol(status: str) -> str:
     return f"{STATUS_SYMBOLS.get(status, '?')} {status}"
+
+
+def service_status(health_status: str, *, live_instances: int, is_active: bool) -> str:
+    """A service's state in words: no instances is not the same as failing ones."""
+    if not is_active:
+        return "◌ deactivated"
+    if live_instances == 0:
+        return "○ no instances"
+    return with_symbol(health_status)

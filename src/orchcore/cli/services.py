@@ -15,7 +15,7 @@ from orchcore.cli.context import (
     parse_pairs,
     run_with_orch,
 )
-from orchcore.cli.output import age, emit, table, with_symbol
+from orchcore.cli.output import age, emit, service_status, table, with_symbol
 from orchcore.facade import Orch
 
 
@@ -181,7 +181,9 @@ async def list_services(
                     s.service_type,
                     s.deployment_environment,
                     f"{s.healthy_instances}/{s.live_instances}",
-                    with_symbol(s.health_status) if s.is_active else "◌ deactivated",
+                    service_status(
+                        s.health_status, live_instances=s.live_instances, is_active=s.is_active
+                    ),
                 )
                 for s in services
             ],
