@@ -1,0 +1,77 @@
+"""The action registry: what a key does, said once, read by footer, help and palette.
+
+A pane (or the app) declares its actions as :class:`ConsoleAction` values. The
+bindings Textual dispatches are derived from them, and so are the help screen and
+the command palette, so the three can never disagree. An action marked
+``mutating`` changes state in the engine: under ``--readonly`` it is dropped
+everywhere, and otherwise it goes through a confirmation that names its target
+and asks why (see :class:`Mutation`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from textual.binding import Binding
+
+
+@dataclass(frozen=True)
+class ConsoleAction:
+    """One key of a pane or of the console.
+
+    ``name`` is the action method suffix: ``action_<name>`` for an ordinary action,
+    ``mutation_<name>`` (returning a :class:`Mutation`) for a mutating one.
+    """
+
+    key: str
+    name: str
+    description: str
+    mutating: bool = False
+    show: bool = True  # in the footer; help and palette list every action regardless
+    key_display: str | None = None
+    priority: bool = False  # fires even while a text input has focus
+
+    @property
+    def action_string(self) -> str:
+        """What the binding runs: mutating actions all pass through the confirmation."""
+        return f"mutate('{self.name}')" if self.mutating else self.name
+
+    def binding(self) -> Binding:
+        return Binding(
+            self.key,
+            self.action_string,
+            self.description,
+            show=self.show,
+            key_display=self.key_display,
+            priority=self.priority,
+        )
+
+    @property
+    def shown_key(self) -> str:
+        return self.key_display or self.key
+
+
+def allowed(actions: Iterable[ConsoleAction], *, readonly: bool) -> list[ConsoleAction]:
+    """The actions an operator may use: everything, or only what changes nothing."""
+    return [action for action in actions if not (readonly and action.mutating)]
+
+
+#: Performs a confirmed mutation: called with the acting operator and their reason.
+Perform = Callable[[str, str], Awaitable[object]]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """A state change an operator asked for, waiting for their confirmation.
+
+    ``question`` names the target in full ("Deregister instance venue-2 of service
+    venue?") because the confirmation is the last chance to notice a wrong row.
+    """
+
+    title: str  # "Deregister instance"
+    question: str
+    verb: str  # the confirm button: "Deregister"
+    perform: Perform
+    done: str  # said once it has happened: "Deregistered instance venue-2"
+    consequence: str = ""  # what else happens, if not obvious

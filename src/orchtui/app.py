@@ -1,0 +1,386 @@
+"""`orch console`: the Textual app every pane plugs into, in the manner of k9s.
+
+The app owns what panes share: the engine, the refresh schedule, the connection
+state and the confirmation of mutating actions. Panes are listed in
+:mod:`orchtui.panes`; this module knows none of them by name except the first one
+shown.
+
+Refresh: notifications on the engine's one LISTEN connection mark the panes they
+concern dirty; a 250 ms tick fetches the visible pane if it is dirty or older than
+the slow-refresh period (which also moves ages along and covers notifications lost
+while disconnected). Nothing is fetched while a modal is open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path, PurePath
+from typing import Any, ClassVar
+
+from textual.app import App
+from textual.binding import BindingType
+from textual.command import Provider
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
+
+import orchtui
+from orchcore import Orch, OrchError, Settings
+from orchcore.actors import local_operator
+from orchtui.actions import ConsoleAction, Mutation, allowed
+from orchtui.connection import describe_error, is_connection_error
+from orchtui.palette import ConsoleCommands
+from orchtui.pane import Pane
+from orchtui.panes import PANES, command_names, pane_for
+from orchtui.screens import (
+    ConfirmMutationScreen,
+    ConsoleScreen,
+    HelpScreen,
+    MainScreen,
+    PaneScreen,
+)
+
+#: How often the visible pane is considered for a refresh (so at most 4 fetches a second).
+REFRESH_TICK_SECONDS = 0.25
+#: A pane with no notification is fetched again after this long (ages, missed NOTIFYs).
+SLOW_REFRESH_SECONDS = 5.0
+#: While the database is unreachable, how often to try again.
+RETRY_SECONDS = 1.0
+
+GLOBAL_ACTIONS: tuple[ConsoleAction, ...] = (
+    ConsoleAction("question_mark", "help", "Help", key_display="?"),
+    ConsoleAction("slash", "filter", "Filter", key_display="/"),
+    ConsoleAction("colon", "command_bar", "Pane", key_display=":"),
+    ConsoleAction("ctrl+p", "command_palette", "Palette", key_display="^p", priority=True),
+    ConsoleAction("escape", "go_back", "Back / clear filter", show=False, key_display="esc"),
+    ConsoleAction("q", "quit", "Quit"),
+)
+
+
+def stylesheet_dir() -> Path:
+    """``styles/`` of the source checkout, else the copy the wheel puts in the package."""
+    package = Path(orchtui.__file__).resolve().parent
+    checkout = package.parents[1] / "styles"
+    return checkout if checkout.is_dir() else package / "styles"
+
+
+def stylesheets() -> list[str | PurePath]:
+    return [path for path in sorted(stylesheet_dir().glob("*.tcss"))]
+
+
+class EngineNotification(Message):
+    """A NOTIFY from the engine's listener, carried into the app's message loop."""
+
+    def __init__(self, payload: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.payload = payload
+
+
+class ListenerStateChanged(Message):
+    def __init__(self, connected: bool) -> None:
+        super().__init__()
+        self.connected = connected
+
+
+class OrchConsole(App[int]):
+    """The console. Give it an open :class:`Orch`, or ``open_orch`` to open one itself."""
+
+    TITLE = "orch console"
+    CSS_PATH = stylesheets()
+    COMMANDS: ClassVar[set[type[Provider] | Callable[[], type[Provider]]]] = {ConsoleCommands}
+    BINDINGS: ClassVar[list[BindingType]] = [action.binding() for action in GLOBAL_ACTIONS]
+
+    def __init__(
+        self,
+        orch: Orch | None = None,
+        *,
+        readonly: bool = False,
+        open_orch: Callable[[], Awaitable[Orch]] | None = None,
+        first_pane: str = "overview",
+    ) -> None:
+        if (orch is None) == (open_orch is None):
+            raise ValueError("give either an open Orch or open_orch, not both or neither")
+        super().__init__()
+        self.orch = orch
+        self.readonly = readonly
+        self.actor = local_operator()
+        self.pane_classes = PANES
+        self._open_orch = open_orch
+        self._first_pane = first_pane
+        self._panes: set[Pane[Any]] = set()
+        self._listener_connected: bool | None = None
+        self._failure: tuple[Pane[Any], BaseException] | None = None
+        #: refresh ticks so far, paused or not (tests count them instead of sleeping)
+        self.refresh_ticks = 0
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def get_default_screen(self) -> Screen[Any]:
+        return MainScreen(PANES, first=self._first_pane, command_names=command_names())
+
+    async def on_mount(self) -> None:
+        if self.orch is None:
+            assert self._open_orch is not None
+            try:
+                self.orch = await self._open_orch()
+            except OrchError as exc:
+                self.exit(1, message=f"orch console: {exc}")
+                return
+        self._follow_listener(self.orch)
+        self.set_interval(REFRESH_TICK_SECONDS, self._refresh_visible_pane)
+        self._refresh_visible_pane()
+        self.refresh_chrome()
+
+    async def on_unmount(self) -> None:
+        if self._open_orch is not None and self.orch is not None:
+            await self.orch.close()
+
+    def _follow_listener(self, orch: Orch) -> None:
+        listener = orch.listener
+        if listener is None:
+            return
+        self._listener_connected = listener.connected
+        # The listener calls these from asyncpg's callbacks; posting a message moves
+        # the work into the app's own loop, where widgets may be touched.
+        listener.subscribe(lambda payload: self._post_if_running(EngineNotification(payload)))
+        listener.on_connection_state(
+            lambda connected: self._post_if_running(ListenerStateChanged(connected))
+        )
+
+    def _post_if_running(self, message: Message) -> None:
+        if self.is_running:
+            self.post_message(message)
+
+    # -- state the chrome shows ------------------------------------------------------------
+
+    @property
+    def engine(self) -> Orch:
+        """The open engine; panes call this only after their first fetch, when it is set."""
+        if self.orch is None:
+            raise RuntimeError("the console has not connected yet")
+        return self.orch
+
+    @property
+    def database_label(self) -> str:
+        return self.orch.database_label if self.orch is not None else "connecting…"
+
+    @property
+    def environment(self) -> str:
+        return self.orch.settings.environment if self.orch is not None else "–"
+
+    def now(self) -> datetime:
+        return self.orch.clock.now() if self.orch is not None else datetime.now(UTC)
+
+    @property
+    def connection_state(self) -> str:
+        """``live`` (notifications flowing), ``polling`` (no listener) or ``offline``."""
+        if self.orch is None or self._connection_problem() is not None:
+            return "offline"
+        return "live" if self._listener_connected else "polling"
+
+    def _connection_problem(self) -> str | None:
+        if self._failure is not None and is_connection_error(self._failure[1]):
+            return describe_error(self._failure[1])
+        if self._listener_connected is False:
+            listener = self.orch.listener if self.orch is not None else None
+            last = listener.last_error if listener is not None else None
+            return last or "the notification connection closed"
+        return None
+
+    def problem(self) -> str | None:
+        """What the banner says, or None when all is well."""
+        lost = self._connection_problem()
+        if lost is not None:
+            return f"✖ database connection lost — retrying… ({lost})"
+        if self._failure is not None:
+            pane, error = self._failure
+            return f"✖ {pane.TITLE} could not refresh — retrying… ({describe_error(error)})"
+        return None
+
+    def refresh_chrome(self) -> None:
+        problem = self.problem()
+        for screen in self.screen_stack:
+            if isinstance(screen, ConsoleScreen) and screen.is_mounted:
+                screen.refresh_chrome(problem)
+
+    @property
+    def active_pane(self) -> Pane[Any] | None:
+        """The pane the operator is looking at (under any modal that is open)."""
+        for screen in reversed(self.screen_stack):
+            if isinstance(screen, ConsoleScreen):
+                return screen.active_pane
+        return None
+
+    # -- refresh -------------------------------------------------------------------------
+
+    def track_pane(self, pane: Pane[Any]) -> None:
+        self._panes.add(pane)
+
+    def untrack_pane(self, pane: Pane[Any]) -> None:
+        self._panes.discard(pane)
+        if self._failure is not None and self._failure[0] is pane:
+            self._failure = None
+            self.refresh_chrome()
+
+    def _refresh_visible_pane(self) -> None:
+        self.refresh_ticks += 1
+        if self.orch is None or isinstance(self.screen, ModalScreen):
+            return  # paused under a modal: nothing moves beneath a question
+        pane = self.active_pane
+        if pane is None:
+            return
+        every = RETRY_SECONDS if self._failure is not None else SLOW_REFRESH_SECONDS
+        if self._listener_connected is False:
+            every = RETRY_SECONDS  # no notifications: poll until they are back
+        if pane.needs_refresh(every):
+            pane.start_fetch(self.orch)
+
+    def on_engine_notification(self, message: EngineNotification) -> None:
+        for pane in self._panes:
+            if pane.concerns(message.payload):
+                pane.mark_dirty()
+
+    def on_listener_state_changed(self, message: ListenerStateChanged) -> None:
+        self._listener_connected = message.connected
+        if message.connected:
+            # NOTIFY has no replay: whatever changed while we were away is unknown.
+            for pane in self._panes:
+                pane.mark_dirty()
+        self.refresh_chrome()
+
+    def fetch_succeeded(self, pane: Pane[Any]) -> None:
+        if self._failure is not None:
+            self._failure = None
+        self.refresh_chrome()
+
+    def fetch_failed(self, pane: Pane[Any], error: BaseException) -> None:
+        self._failure = (pane, error)
+        self.refresh_chrome()
+
+    # -- navigation ------------------------------------------------------------------------
+
+    @property
+    def main_screen(self) -> MainScreen:
+        screen = self.screen_stack[0]
+        assert isinstance(screen, MainScreen)
+        return screen
+
+    def show_pane(self, name: str) -> None:
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+        self.main_screen.switch_to(name)
+        self.refresh_chrome()
+
+    def open_detail(self, pane: Pane[Any]) -> None:
+        self.push_screen(PaneScreen(pane, command_names=command_names()))
+        self.call_after_refresh(self.refresh_chrome)
+
+    def run_command(self, command: str) -> None:
+        """What ``:`` does with what was typed."""
+        if command in ("q", "quit"):
+            self.exit(0)
+            return
+        if not command:
+            return
+        pane = pane_for(command)
+        if pane is None:
+            names = ", ".join(p.NAME for p in PANES)
+            self.notify(f"No pane named {command!r}. Panes: {names}.", severity="warning")
+            return
+        self.show_pane(pane.NAME)
+
+    async def run_pane_action(self, pane: Pane[Any], action: ConsoleAction) -> None:
+        await self.run_action(action.action_string, pane)
+
+    async def run_global_action(self, action: ConsoleAction) -> None:
+        await self.run_action(action.action_string)
+
+    # -- global actions ---------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "filter":
+            pane = self.active_pane
+            return pane is not None and pane.filter_table is not None
+        return True
+
+    def action_help(self) -> None:
+        pane = self.active_pane
+        self.push_screen(
+            HelpScreen(
+                pane_title=pane.TITLE if pane is not None else "",
+                pane_actions=allowed(pane.ACTIONS, readonly=self.readonly) if pane else [],
+                global_actions=[a for a in GLOBAL_ACTIONS if self.check_action(a.name, ())],
+                pane_names=[p.NAME for p in PANES],
+                readonly=self.readonly,
+            )
+        )
+
+    def action_filter(self) -> None:
+        if isinstance(self.screen, ConsoleScreen):
+            self.screen.open_filter()
+
+    def action_command_bar(self) -> None:
+        if isinstance(self.screen, ConsoleScreen):
+            self.screen.open_command_bar()
+
+    def action_go_back(self) -> None:
+        screen = self.screen
+        if not isinstance(screen, ConsoleScreen):
+            return
+        if screen.clear_filter():
+            return
+        if isinstance(screen, PaneScreen):
+            self.pop_screen()
+            self.call_after_refresh(self.refresh_chrome)
+
+    # -- mutations --------------------------------------------------------------------------
+
+    def confirm_mutation(self, mutation: Mutation, *, origin: Pane[Any]) -> None:
+        """Ask, and if the operator confirms with a reason, do it in their name."""
+        if self.readonly:
+            return
+
+        def answered(reason: str | None) -> None:
+            if reason is not None:
+                self.run_worker(self._perform(mutation, reason, origin), group="mutation")
+
+        self.push_screen(ConfirmMutationScreen(mutation, actor=self.actor), answered)
+
+    async def _perform(self, mutation: Mutation, reason: str, origin: Pane[Any]) -> None:
+        try:
+            await mutation.perform(self.actor, reason)
+        except OrchError as exc:
+            self.notify(str(exc), title=f"{mutation.title} failed", severity="error")
+        except Exception as exc:
+            what = "database unavailable: " if is_connection_error(exc) else ""
+            self.notify(
+                f"{what}{describe_error(exc)}", title=f"{mutation.title} failed", severity="error"
+            )
+        else:
+            self.notify(mutation.done, title=mutation.title)
+        origin.mark_dirty()
+
+
+def run_console(settings: Settings, *, readonly: bool, dsn: str | None) -> int:
+    """Open the engine, run the console until the operator quits, close the engine."""
+    return asyncio.run(_run_console(settings, readonly=readonly, dsn=dsn))
+
+
+async def _run_console(settings: Settings, *, readonly: bool, dsn: str | None) -> int:
+    try:
+        # A read-only console changes nothing, schema included; the console routes no
+        # calls, so it needs no discovery cache.
+        orch = await Orch.open(
+            settings, dsn=dsn, apply_migrations=not readonly, start_discovery=False
+        )
+    except OrchError as exc:
+        print(f"orch console: {exc}", file=sys.stderr)
+        return 1
+    try:
+        app = OrchConsole(orch, readonly=readonly)
+        await app.run_async()
+        return app.return_code or 0
+    finally:
+        await orch.close()

@@ -1,0 +1,151 @@
+"""Overview: the whole system on one screen.
+
+Fetch: :meth:`orchcore.Orch.overview`. Render: one line per section. A later concern
+(workflows, breakers, queues) adds a function to :data:`SECTIONS` that turns the
+snapshot into its line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from orchcore import Orch
+from orchcore.overview import SystemOverview
+from orchcore.registry.models import GONE_STATUSES, LIVE_STATUSES
+from orchtui.pane import Pane
+from orchtui.symbols import health_percent_state, state_style, state_symbol, state_text
+
+HEALTH_BAR_WIDTH = 20
+
+
+@dataclass(frozen=True)
+class OverviewSnapshot:
+    system: SystemOverview
+    taken_at: datetime
+
+
+async def fetch_overview(orch: Orch) -> OverviewSnapshot:
+    return OverviewSnapshot(system=await orch.overview(), taken_at=orch.clock.now())
+
+
+# -- sections ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OverviewLine:
+    label: str
+    value: RenderableType
+
+
+def health_line(snapshot: OverviewSnapshot) -> OverviewLine:
+    system = snapshot.system
+    percent = system.health_percent
+    state = health_percent_state(percent)
+    filled = round(HEALTH_BAR_WIDTH * percent / 100)
+    text = Text()
+    text.append("█" * filled, style=state_style(state))
+    text.append("░" * (HEALTH_BAR_WIDTH - filled), style="bright_black")
+    text.append(f" {percent:.0f}% ", style="bold")
+    healthy = system.instances_by_state.get("healthy", 0)
+    if system.instances_live:
+        text.append_text(
+            state_text(state, f"{healthy} of {system.instances_live} live instances healthy")
+        )
+    else:
+        text.append("no live instances", style="bright_black")
+    return OverviewLine("Health", text)
+
+
+def services_line(snapshot: OverviewSnapshot) -> OverviewLine:
+    system = snapshot.system
+    text = Text(f"{system.services_total} total  ", style="bold")
+    for state, count in (
+        ("healthy", system.services_healthy),
+        ("degraded", system.services_degraded),
+        ("unhealthy", system.services_unhealthy),
+    ):
+        text.append_text(_count(state, count))
+    return OverviewLine("Services", text)
+
+
+def instances_line(snapshot: OverviewSnapshot) -> OverviewLine:
+    system = snapshot.system
+    by_state = system.instances_by_state
+    text = Text(f"{system.instances_live} live  ", style="bold")
+    for state in ("healthy", *[s for s in LIVE_STATUSES if s != "healthy"]):
+        text.append_text(_count(state, by_state.get(state, 0)))
+    gone = {s: by_state[s] for s in GONE_STATUSES if by_state.get(s)}
+    if gone:
+        text.append("\n")
+        for state, count in gone.items():
+            text.append_text(_count(state, count))
+    return OverviewLine("Instances", text)
+
+
+def daemons_line(snapshot: OverviewSnapshot) -> OverviewLine:
+    system = snapshot.system
+    alive = [d for d in system.daemons if d.alive]
+    if not alive:
+        return OverviewLine("Daemons", state_text("unhealthy", "none alive"))
+    text = state_text("healthy", f"{len(alive)} alive")
+    names = ", ".join(d.daemon_name for d in alive[:3])
+    more = f" and {len(alive) - 3} more" if len(alive) > 3 else ""
+    text.append(f"  {names}{more}", style="bright_black")
+    return OverviewLine("Daemons", text)
+
+
+def _count(state: str, count: int) -> Text:
+    style = state_style(state) if count else "bright_black"
+    return Text(f"{state_symbol(state)} {count} {state}  ", style=style)
+
+
+#: The Overview's lines, top to bottom. Later concerns append theirs.
+SECTIONS: list[Callable[[OverviewSnapshot], OverviewLine]] = [
+    health_line,
+    services_line,
+    instances_line,
+    daemons_line,
+]
+
+
+def render_overview(snapshot: OverviewSnapshot) -> RenderableType:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    for section in SECTIONS:
+        line = section(snapshot)
+        table.add_row(line.label, line.value)
+    return Group(table)
+
+
+class OverviewPane(Pane[OverviewSnapshot]):
+    NAME = "overview"
+    ALIASES = ("ov", "status")
+    TITLE = "Overview"
+    SUMMARY = "system health, services, instances and daemons at a glance"
+    TOPICS = frozenset({"service", "instance"})
+    ACTIONS = ()
+
+    can_focus = True
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Static("loading…", id="overview-body")
+
+    async def fetch(self, orch: Orch) -> OverviewSnapshot:
+        return await fetch_overview(orch)
+
+    def show(self, snapshot: OverviewSnapshot) -> None:
+        self.query_one("#overview-body", Static).update(render_overview(snapshot))
+
+
+__all__ = ["SECTIONS", "OverviewLine", "OverviewPane", "OverviewSnapshot", "fetch_overview"]

@@ -1,0 +1,107 @@
+"""A lost database shows a banner, and the console recovers by itself when it is back.
+
+The outage is real: the test database stops accepting connections and every backend
+on it is terminated, the listener's and the pool's alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from orchcore import Orch
+from orchtui.app import ListenerStateChanged, OrchConsole
+from orchtui.widgets.banner import ConnectionBanner
+from tests.console.helpers import SIZE, off_screen, on_screen, pane_loaded, register_service
+from tests.support.polling import eventually
+
+LOST = "database connection lost — retrying…"
+
+
+@asynccontextmanager
+async def database_down(admin_dsn: str, dsn: str) -> AsyncIterator[None]:
+    """The database refuses connections and drops the ones it has, until the block ends."""
+    name = urlsplit(dsn).path.lstrip("/")
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+        yield
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+
+
+async def terminate_listener(admin_dsn: str, dsn: str) -> None:
+    name = urlsplit(dsn).path.lstrip("/")
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        killed = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = $1 AND application_name = 'orch-listen'",
+            name,
+        )
+        assert killed >= 1
+    finally:
+        await admin.close()
+
+
+async def test_banner_while_the_database_is_down_then_recovery(
+    orch: Orch, dsn: str, pg_admin_dsn: str
+) -> None:
+    await register_service(orch, "booking")
+    app = OrchConsole(orch, first_pane="services")
+    async with app.run_test(size=SIZE):
+        await pane_loaded(app, "services")
+        banner = app.screen.query_one(ConnectionBanner)
+        assert not banner.display
+        await on_screen(app, "● live")
+
+        async with database_down(pg_admin_dsn, dsn):
+            text = await on_screen(app, LOST, "✖ offline")
+            assert "booking" in text  # the last data stays, ageing, under the banner
+            assert banner.display
+            assert app.connection_state == "offline"
+
+        # Back by itself: the listener reconnects, the next fetch gets a fresh connection.
+        await off_screen(app, LOST, timeout=10)
+        await on_screen(app, "● live")
+        await register_service(orch, "venue")  # and live updates flow again
+        await on_screen(app, "venue")
+
+
+async def test_lost_listener_alone_shows_the_banner_until_it_reconnects(
+    orch: Orch, dsn: str, pg_admin_dsn: str
+) -> None:
+    app = OrchConsole(orch, first_pane="services")
+    async with app.run_test(size=SIZE):
+        await pane_loaded(app, "services")
+        seen: list[bool] = []
+        assert orch.listener is not None
+        orch.listener.on_connection_state(seen.append)
+        await terminate_listener(pg_admin_dsn, dsn)
+        # The listener retries after a second: the banner comes and goes with it.
+        await eventually(lambda: seen[:1] == [False])
+        await eventually(lambda: seen[:2] == [False, True], timeout=10)
+        await off_screen(app, LOST)
+        await register_service(orch, "venue")  # notifications missed meanwhile are refetched
+        await on_screen(app, "venue")
+
+
+async def test_listener_down_alone_is_a_lost_connection(orch: Orch) -> None:
+    """Without notifications the screen can be stale: that too is worth a banner."""
+    app = OrchConsole(orch, first_pane="services")
+    async with app.run_test(size=SIZE):
+        await pane_loaded(app, "services")
+        app.post_message(ListenerStateChanged(False))
+        await on_screen(app, LOST, "notification connection closed", "✖ offline")
+        app.post_message(ListenerStateChanged(True))
+        await off_screen(app, LOST)
+        await on_screen(app, "● live")

@@ -1,0 +1,135 @@
+"""How the console looks at 80x24, pinned as SVG snapshots (``--snapshot-update`` renews).
+
+The data is the seeded platform, ages come from a ManualClock and the database label
+is fixed, so the same screen comes out every run. Snapshot runs own their event loop
+(the plugin calls ``App.run``), so these tests are synchronous and the console opens
+the engine itself through ``open_orch``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+
+from orchcore import ManualClock, Orch, Settings
+from orchtui.app import ListenerStateChanged, OrchConsole
+from tests.console.helpers import SIZE, pane_loaded
+from tests.console.seed import SEED_START, seed_platform
+
+SnapCompare = Callable[..., bool]
+
+
+class ShowcaseOrch(Orch):
+    """The real engine; only the label in the header is fixed, since test DSNs vary."""
+
+    @property
+    def database_label(self) -> str:
+        return "db.wedding.internal:5432/orch"
+
+
+@pytest.fixture
+def seeded(dsn: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, ManualClock]:
+    monkeypatch.setenv("ORCH_OPERATOR", "alice@ops")
+
+    async def seed() -> ManualClock:
+        clock = ManualClock(start=SEED_START)
+        orch = await Orch.open(Settings(database_url=dsn), clock=clock, start_discovery=False)
+        try:
+            await seed_platform(orch, clock)
+        finally:
+            await orch.close()
+        return clock
+
+    clock = asyncio.run(seed())
+    return dsn, ManualClock(start=clock.now() + timedelta(seconds=2))
+
+
+def console(seeded: tuple[str, ManualClock], **options: Any) -> OrchConsole:
+    dsn, clock = seeded
+
+    async def open_orch() -> Orch:
+        settings = Settings(database_url=dsn, environment="production")
+        return await ShowcaseOrch.open(settings, clock=clock, start_discovery=False)
+
+    return OrchConsole(open_orch=open_orch, **options)
+
+
+def loaded(pane: str, *keys: str) -> Callable[[Pilot[Any]], Any]:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = pilot.app
+        assert isinstance(app, OrchConsole)
+        await pane_loaded(app, pane)
+        await pilot.press(*keys)
+
+    return run_before
+
+
+def test_overview(snap_compare: SnapCompare, seeded: tuple[str, ManualClock]) -> None:
+    app = console(seeded)
+    assert snap_compare(app, terminal_size=SIZE, run_before=loaded("overview"))
+
+
+def test_services(snap_compare: SnapCompare, seeded: tuple[str, ManualClock]) -> None:
+    app = console(seeded, first_pane="services")
+    assert snap_compare(app, terminal_size=SIZE, run_before=loaded("services", "down"))
+
+
+def test_instances(snap_compare: SnapCompare, seeded: tuple[str, ManualClock]) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = pilot.app
+        assert isinstance(app, OrchConsole)
+        await pane_loaded(app, "services")
+        await pilot.press("G", "enter")  # venue, the last row
+        await pane_loaded(app, "instances")
+        await pilot.press("G")  # venue-3, the failing one
+
+    app = console(seeded, first_pane="services")
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_confirm_deregister(snap_compare: SnapCompare, seeded: tuple[str, ManualClock]) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = pilot.app
+        assert isinstance(app, OrchConsole)
+        await pane_loaded(app, "services")
+        await pilot.press("G", "enter")
+        await pane_loaded(app, "instances")
+        await pilot.press("G", "d")
+
+    app = console(seeded, first_pane="services")
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_help(snap_compare: SnapCompare, seeded: tuple[str, ManualClock]) -> None:
+    app = console(seeded, first_pane="services")
+    assert snap_compare(app, terminal_size=SIZE, run_before=loaded("services", "question_mark"))
+
+
+def test_readonly(snap_compare: SnapCompare, seeded: tuple[str, ManualClock]) -> None:
+    app = console(seeded, first_pane="services", readonly=True)
+    assert snap_compare(app, terminal_size=SIZE, run_before=loaded("services"))
+
+
+def test_no_color(
+    snap_compare: SnapCompare, seeded: tuple[str, ManualClock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = console(seeded, first_pane="services")
+    assert app.no_color
+    assert snap_compare(app, terminal_size=SIZE, run_before=loaded("services", "down", "down"))
+
+
+def test_connection_lost_banner(snap_compare: SnapCompare, seeded: tuple[str, ManualClock]) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = pilot.app
+        assert isinstance(app, OrchConsole)
+        await pane_loaded(app, "services")
+        app.post_message(ListenerStateChanged(False))
+
+    app = console(seeded, first_pane="services")
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
