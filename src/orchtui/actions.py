@@ -26,7 +26,8 @@ class ConsoleAction:
 
     key: str
     name: str
-    description: str
+    description: str  # a word or two, for the footer
+    explanation: str = ""  # a sentence, for help and the palette
     mutating: bool = False
     show: bool = True  # in the footer; help and palette list every action regardless
     key_display: str | None = None
@@ -50,6 +51,10 @@ class ConsoleAction:
     @property
     def shown_key(self) -> str:
         return self.key_display or self.key
+
+    @property
+    def long_description(self) -> str:
+        return self.explanation or self.description
 
 
 def allowed(actions: Iterable[ConsoleAction], *, readonly: bool) -> list[ConsoleAction]:

@@ -14,6 +14,7 @@ while disconnected). Nothing is fetched while a modal is open.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -50,12 +51,30 @@ SLOW_REFRESH_SECONDS = 5.0
 RETRY_SECONDS = 1.0
 
 GLOBAL_ACTIONS: tuple[ConsoleAction, ...] = (
-    ConsoleAction("question_mark", "help", "Help", key_display="?"),
-    ConsoleAction("slash", "filter", "Filter", key_display="/"),
-    ConsoleAction("colon", "command_bar", "Pane", key_display=":"),
-    ConsoleAction("ctrl+p", "command_palette", "Palette", key_display="^p", priority=True),
-    ConsoleAction("escape", "go_back", "Back / clear filter", show=False, key_display="esc"),
-    ConsoleAction("q", "quit", "Quit"),
+    ConsoleAction("question_mark", "help", "Help", "Show every key", key_display="?"),
+    ConsoleAction(
+        "slash", "filter", "Filter", "Filter the rows as you type (esc clears)", key_display="/"
+    ),
+    ConsoleAction(
+        "colon", "command_bar", "Pane", "Go to a pane by name (tab completes)", key_display=":"
+    ),
+    ConsoleAction(
+        "ctrl+p",
+        "command_palette",
+        "Palette",
+        "Find any pane or action by name",
+        key_display="^p",
+        priority=True,
+    ),
+    ConsoleAction(
+        "escape",
+        "go_back",
+        "Back",
+        "Clear the filter, or go back to the previous screen",
+        show=False,
+        key_display="esc",
+    ),
+    ConsoleAction("q", "quit", "Quit", "Leave the console"),
 )
 
 
@@ -102,7 +121,10 @@ class OrchConsole(App[int]):
     ) -> None:
         if (orch is None) == (open_orch is None):
             raise ValueError("give either an open Orch or open_orch, not both or neither")
-        super().__init__()
+        # Under NO_COLOR, Textual by default turns colours into greys by luminance, which
+        # leaves red state text dark grey on dark grey. Native ANSI mode makes it drop
+        # colour outright instead: the terminal's own foreground, symbols and reverse video.
+        super().__init__(ansi_color=True if "NO_COLOR" in os.environ else None)
         self.orch = orch
         self.readonly = readonly
         self.actor = local_operator()

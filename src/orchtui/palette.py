@@ -43,7 +43,7 @@ class ConsoleCommands(Provider):
                 entries.append(
                     PaletteEntry(
                         f"{pane.TITLE}: {action.description}",
-                        f"key {action.shown_key}{note}",
+                        f"{action.shown_key} · {action.long_description}{note}",
                         partial(console.run_pane_action, pane, action),
                     )
                 )
@@ -52,7 +52,7 @@ class ConsoleCommands(Provider):
                 entries.append(
                     PaletteEntry(
                         action.description,
-                        f"key {action.shown_key}",
+                        f"{action.shown_key} · {action.long_description}",
                         partial(console.run_global_action, action),
                     )
                 )

@@ -158,7 +158,9 @@ async def test_readonly_hides_mutating_actions_everywhere(orch: Orch) -> None:
 
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
-        help_text = await on_screen(app, "Instances", "actions that change state are hidden")
+        help_text = await on_screen(
+            app, "Show the service's instances", "actions that change state are hidden"
+        )
         assert "Deactivate" not in help_text
         await pilot.press("escape")
 

@@ -40,10 +40,13 @@ async def test_overview_counts_services_instances_and_daemons(orch: Orch) -> Non
             "5 live  ● 3 healthy  ◌ 0 starting  ✖ 1 unhealthy  ✖ 1 critical",
             "⊘ 1 terminating",
             "● 1 alive  orch-a",
+            # worst first, each with how much of it is healthy
+            "Attention  ✖ payments  0/0 healthy",
+            "           ▲ venue  1/3 healthy",
         )
 
         await mark(orch, "venue-2", "healthy")  # live: the numbers follow
-        await on_screen(app, "80% ▲ 4 of 5 live instances healthy")
+        await on_screen(app, "80% ▲ 4 of 5 live instances healthy", "▲ venue  2/3 healthy")
         await orch.daemons.leave(daemon)
 
 
@@ -51,4 +54,6 @@ async def test_overview_of_an_empty_system(orch: Orch) -> None:
     app = OrchConsole(orch)
     async with app.run_test(size=SIZE):
         await pane_loaded(app, "overview")
-        await on_screen(app, "100% no live instances", "0 total", "✖ none alive")
+        await on_screen(
+            app, "100% no live instances", "0 total", "✖ none alive", "no services registered"
+        )

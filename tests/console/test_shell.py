@@ -83,16 +83,16 @@ async def test_question_mark_lists_pane_and_global_keys(orch: Orch) -> None:
         await pane_loaded(app, "services")
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
-        text = await on_screen(app, "Services", "Everywhere", "Instances", "Deactivate")
+        text = await on_screen(app, "Services", "Everywhere", "Tables")
         for key, description in [
-            ("⏎", "Instances"),
-            ("D", "Deactivate  !"),
-            ("?", "Help"),
-            ("/", "Filter"),
-            (":", "Pane"),
-            ("^p", "Palette"),
-            ("esc", "Back / clear filter"),
-            ("q", "Quit"),
+            ("⏎", "Show the service's instances"),
+            ("D", "Deactivate the service and deregister its instances  !"),
+            ("?", "Show every key"),
+            ("/", "Filter the rows as you type"),
+            (":", "Go to a pane by name"),
+            ("^p", "Find any pane or action by name"),
+            ("esc", "Clear the filter, or go back"),
+            ("q", "Leave the console"),
         ]:
             row = re.compile(rf"│ {re.escape(key)} +{re.escape(description)} ")
             assert row.search(text), f"{key} {description} missing from help:\n{text}"

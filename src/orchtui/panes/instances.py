@@ -128,7 +128,15 @@ class InstancesPane(Pane[InstancesSnapshot]):
     TITLE = "Instances"
     SUMMARY = "the instances of one service and its recent state changes"
     TOPICS = frozenset({"instance", "service"})
-    ACTIONS = (ConsoleAction("d", "deregister", "Deregister", mutating=True),)
+    ACTIONS = (
+        ConsoleAction(
+            "d",
+            "deregister",
+            "Deregister",
+            "Deregister the instance (it goes to terminating)",
+            mutating=True,
+        ),
+    )
 
     def __init__(self, service_name: str) -> None:
         super().__init__(id="pane-instances")
@@ -140,7 +148,8 @@ class InstancesPane(Pane[InstancesSnapshot]):
         yield Static("", id="instance-detail")
         with Vertical(id="events-section") as events:
             events.border_title = "Recent state changes"
-            yield KeyedTable(EVENT_COLUMNS, id="events-table")
+            # A log to read, not rows to act on: no cursor to suggest otherwise.
+            yield KeyedTable(EVENT_COLUMNS, id="events-table", cursor=False)
 
     @property
     def breadcrumb(self) -> str:

@@ -1,12 +1,13 @@
 """Overview: the whole system on one screen.
 
-Fetch: :meth:`orchcore.Orch.overview`. Render: one line per section. A later concern
-(workflows, breakers, queues) adds a function to :data:`SECTIONS` that turns the
-snapshot into its line.
+Fetch: :meth:`orchcore.Orch.overview`, plus the services that need attention. Render:
+one line per section. A later concern (workflows, breakers, queues) adds its figures
+to the snapshot and a function to :data:`SECTIONS` that turns them into its line.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,14 +28,29 @@ from orchtui.symbols import health_percent_state, state_style, state_symbol, sta
 HEALTH_BAR_WIDTH = 20
 
 
+#: How many services the attention line names before saying "and N more".
+ATTENTION_LIMIT = 6
+
+
 @dataclass(frozen=True)
 class OverviewSnapshot:
     system: SystemOverview
+    #: services not healthy, worst first: (name, health status, healthy, live)
+    attention: list[tuple[str, str, int, int]]
     taken_at: datetime
 
 
 async def fetch_overview(orch: Orch) -> OverviewSnapshot:
-    return OverviewSnapshot(system=await orch.overview(), taken_at=orch.clock.now())
+    system, services = await asyncio.gather(orch.overview(), orch.registry.list_services())
+    severity = {"unhealthy": 0, "degraded": 1}
+    troubled = sorted(
+        (s for s in services if s.health_status != "healthy"),
+        key=lambda s: (severity[s.health_status], s.service_name),
+    )
+    attention = [
+        (s.service_name, s.health_status, s.healthy_instances, s.live_instances) for s in troubled
+    ]
+    return OverviewSnapshot(system=system, attention=attention, taken_at=orch.clock.now())
 
 
 # -- sections ------------------------------------------------------------------------------
@@ -91,6 +107,23 @@ def instances_line(snapshot: OverviewSnapshot) -> OverviewLine:
     return OverviewLine("Instances", text)
 
 
+def attention_line(snapshot: OverviewSnapshot) -> OverviewLine:
+    if not snapshot.system.services_total:
+        return OverviewLine("Attention", Text("no services registered", style="bright_black"))
+    if not snapshot.attention:
+        return OverviewLine("Attention", state_text("healthy", "every service is healthy"))
+    text = Text()
+    for index, (name, status, healthy, live) in enumerate(snapshot.attention[:ATTENTION_LIMIT]):
+        if index:
+            text.append("\n")
+        text.append_text(state_text(status, name))
+        text.append(f"  {healthy}/{live} healthy", style="bright_black")
+    hidden = len(snapshot.attention) - ATTENTION_LIMIT
+    if hidden > 0:
+        text.append(f"\nand {hidden} more (:services)", style="bright_black")
+    return OverviewLine("Attention", text)
+
+
 def daemons_line(snapshot: OverviewSnapshot) -> OverviewLine:
     system = snapshot.system
     alive = [d for d in system.daemons if d.alive]
@@ -114,6 +147,7 @@ SECTIONS: list[Callable[[OverviewSnapshot], OverviewLine]] = [
     services_line,
     instances_line,
     daemons_line,
+    attention_line,
 ]
 
 
@@ -121,8 +155,10 @@ def render_overview(snapshot: OverviewSnapshot) -> RenderableType:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
-    for section in SECTIONS:
+    for index, section in enumerate(SECTIONS):
         line = section(snapshot)
+        if index:
+            table.add_row("", "")  # a blank line between sections reads as a list
         table.add_row(line.label, line.value)
     return Group(table)
 

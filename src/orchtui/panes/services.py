@@ -66,8 +66,20 @@ class ServicesPane(Pane[ServicesSnapshot]):
     SUMMARY = "registered services and the health of their instances"
     TOPICS = frozenset({"service", "instance"})
     ACTIONS = (
-        ConsoleAction("enter", "open_instances", "Instances", key_display="⏎"),
-        ConsoleAction("D", "deactivate", "Deactivate", mutating=True),
+        ConsoleAction(
+            "enter",
+            "open_instances",
+            "Instances",
+            "Show the service's instances and recent state changes",
+            key_display="⏎",
+        ),
+        ConsoleAction(
+            "D",
+            "deactivate",
+            "Deactivate",
+            "Deactivate the service and deregister its instances",
+            mutating=True,
+        ),
     )
 
     def compose(self) -> ComposeResult:

@@ -37,7 +37,7 @@ class ConfirmMutationScreen(ModalScreen[str | None]):
                 yield Static(self.mutation.consequence, id="confirm-consequence")
             yield Label("Reason, recorded in the audit log (Enter confirms):")
             yield Input(placeholder="why?", id="confirm-reason", compact=True)
-            yield Static("", id="confirm-error")
+            yield Static("", id="confirm-error")  # shown only when there is something to say
             with Horizontal(id="confirm-buttons"):
                 yield Static(f"acting as {self.actor}", id="confirm-actor")
                 yield Button("Cancel", id="cancel", compact=True)
@@ -64,7 +64,9 @@ class ConfirmMutationScreen(ModalScreen[str | None]):
 
     def _confirm(self) -> None:
         if not self.reason:
-            self.query_one("#confirm-error", Static).update("✖ a reason is required")
+            error = self.query_one("#confirm-error", Static)
+            error.update("✖ a reason is required")
+            error.display = True
             self.query_one("#confirm-reason", Input).focus()
             return
         self.dismiss(self.reason)

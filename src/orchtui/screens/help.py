@@ -17,9 +17,10 @@ from orchtui.actions import ConsoleAction
 
 #: Keys of the tables themselves, which are not actions of any pane.
 TABLE_KEYS: tuple[tuple[str, str], ...] = (
-    ("↑ ↓  j k", "Move between rows"),
-    ("pgup pgdn  g G", "Page; first and last row"),
-    ("← →", "Scroll wide tables sideways"),
+    ("↑ ↓ j k", "Move between rows"),
+    ("pgup pgdn", "Page up and down"),
+    ("g G", "First and last row"),
+    ("← →", "Scroll wide rows sideways"),
 )
 
 
@@ -68,7 +69,6 @@ class HelpScreen(ModalScreen[None]):
                 "actions that change state are hidden",
             )
         elif any(action.mutating for action in self._pane_actions):
-            table.add_row("", "")
             table.add_row("!", "changes state: asks to confirm, with a reason")
         return table
 
@@ -89,7 +89,7 @@ class HelpScreen(ModalScreen[None]):
 def _action_rows(actions: Sequence[ConsoleAction]) -> list[tuple[str, str | Text]]:
     rows: list[tuple[str, str | Text]] = []
     for action in actions:
-        description = Text(action.description)
+        description = Text(action.long_description)
         if action.mutating:
             description.append("  !", style="bold")
         rows.append((action.shown_key, description))

@@ -49,8 +49,10 @@ class KeyedTable(DataTable[RenderableType]):
         Binding("G", "scroll_bottom", "Bottom", show=False),
     ]
 
-    def __init__(self, columns: Sequence[Column], *, id: str | None = None) -> None:
-        super().__init__(id=id, cursor_type="row", zebra_stripes=False)
+    def __init__(
+        self, columns: Sequence[Column], *, id: str | None = None, cursor: bool = True
+    ) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=False, show_cursor=cursor)
         self._column_spec = tuple(columns)
         self._all_rows: list[Row] = []
         self._shown: dict[str, tuple[RenderableType, ...]] = {}

@@ -14,7 +14,10 @@ from textual.widgets import Input
 class FilterBar(Input):
     """Filters the current pane's rows as the operator types; Esc clears it."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "clear", "Clear filter", show=False)]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "submit", "Keep filter", key_display="⏎"),
+        Binding("escape", "clear", "Clear filter", key_display="esc"),
+    ]
 
     class Cleared(Message):
         """The operator abandoned the filter."""
@@ -37,8 +40,9 @@ class CommandBar(Input):
     """``:services`` jumps to a pane; suggests names as you type (→ accepts)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "close", "Close", show=False),
-        Binding("tab", "accept_suggestion", "Complete", show=False),
+        Binding("enter", "submit", "Go", key_display="⏎"),
+        Binding("tab", "accept_suggestion", "Complete"),
+        Binding("escape", "close", "Close", key_display="esc"),
     ]
 
     class Closed(Message):
