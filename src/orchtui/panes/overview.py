@@ -33,10 +33,18 @@ ATTENTION_LIMIT = 6
 
 
 @dataclass(frozen=True)
+class TroubledService:
+    name: str
+    status: str  # degraded or unhealthy
+    healthy: int
+    live: int
+
+
+@dataclass(frozen=True)
 class OverviewSnapshot:
     system: SystemOverview
-    #: services not healthy, worst first: (name, health status, healthy, live)
-    attention: list[tuple[str, str, int, int]]
+    #: services not healthy, worst first
+    attention: list[TroubledService]
     taken_at: datetime
 
 
@@ -48,7 +56,8 @@ async def fetch_overview(orch: Orch) -> OverviewSnapshot:
         key=lambda s: (severity[s.health_status], s.service_name),
     )
     attention = [
-        (s.service_name, s.health_status, s.healthy_instances, s.live_instances) for s in troubled
+        TroubledService(s.service_name, s.health_status, s.healthy_instances, s.live_instances)
+        for s in troubled
     ]
     return OverviewSnapshot(system=system, attention=attention, taken_at=orch.clock.now())
 
@@ -113,11 +122,11 @@ def attention_line(snapshot: OverviewSnapshot) -> OverviewLine:
     if not snapshot.attention:
         return OverviewLine("Attention", state_text("healthy", "every service is healthy"))
     text = Text()
-    for index, (name, status, healthy, live) in enumerate(snapshot.attention[:ATTENTION_LIMIT]):
+    for index, service in enumerate(snapshot.attention[:ATTENTION_LIMIT]):
         if index:
             text.append("\n")
-        text.append_text(state_text(status, name))
-        text.append(f"  {healthy}/{live} healthy", style="bright_black")
+        text.append_text(state_text(service.status, service.name))
+        text.append(f"  {service.healthy}/{service.live} healthy", style="bright_black")
     hidden = len(snapshot.attention) - ATTENTION_LIMIT
     if hidden > 0:
         text.append(f"\nand {hidden} more (:services)", style="bright_black")
