@@ -251,13 +251,14 @@ class OrchConsole(App[int]):
         if self.orch is None or isinstance(self.screen, ModalScreen):
             return  # paused under a modal: nothing moves beneath a question
         pane = self.active_pane
-        if pane is None:
-            return
-        every = RETRY_SECONDS if self._failure is not None else SLOW_REFRESH_SECONDS
-        if self._listener_connected is False:
-            every = RETRY_SECONDS  # no notifications: poll until they are back
-        if pane.needs_refresh(every):
+        if pane is not None and pane.needs_refresh(self._refresh_period()):
             pane.start_fetch(self.orch)
+
+    def _refresh_period(self) -> float:
+        """Slow while notifications flow; polling at the retry pace when they cannot."""
+        if self._failure is not None or not self._listener_connected:
+            return RETRY_SECONDS
+        return SLOW_REFRESH_SECONDS
 
     def on_engine_notification(self, message: EngineNotification) -> None:
         for pane in self._panes:

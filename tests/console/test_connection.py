@@ -11,11 +11,13 @@ from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
 import asyncpg
+import pytest
 
-from orchcore import Orch
-from orchtui.app import ListenerStateChanged, OrchConsole
+from orchcore import ManualClock, Orch, Settings
+from orchtui.app import ListenerStateChanged, OrchConsole, run_console
 from orchtui.widgets.banner import ConnectionBanner
 from tests.console.helpers import SIZE, off_screen, on_screen, pane_loaded, register_service
+from tests.support.http import free_port
 from tests.support.polling import eventually
 
 LOST = "database connection lost — retrying…"
@@ -105,3 +107,24 @@ async def test_listener_down_alone_is_a_lost_connection(orch: Orch) -> None:
         app.post_message(ListenerStateChanged(True))
         await off_screen(app, LOST)
         await on_screen(app, "● live")
+
+
+async def test_without_a_listener_the_console_polls(dsn: str, clock: ManualClock) -> None:
+    orch = await Orch.open(Settings(database_url=dsn), clock=clock, listen=False)
+    try:
+        app = OrchConsole(orch, first_pane="services")
+        async with app.run_test(size=SIZE):
+            await pane_loaded(app, "services")
+            await on_screen(app, "◌ polling")
+            await register_service(orch, "venue")
+            await on_screen(app, "venue", timeout=3)  # the retry pace, not the slow one
+    finally:
+        await orch.close()
+
+
+def test_run_console_says_why_it_cannot_connect(capsys: pytest.CaptureFixture[str]) -> None:
+    settings = Settings(database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/none")
+    assert run_console(settings, readonly=True, dsn=None) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("orch console: cannot connect to PostgreSQL at 127.0.0.1:")
+    assert error.count("\n") == 1

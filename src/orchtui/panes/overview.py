@@ -180,11 +180,13 @@ class OverviewPane(Pane[OverviewSnapshot]):
     TOPICS = frozenset({"service", "instance"})
     ACTIONS = ()
 
-    can_focus = True
-
     def compose(self) -> ComposeResult:
-        with VerticalScroll():
+        with VerticalScroll(id="overview-scroll"):
             yield Static("loading…", id="overview-body")
+
+    def focus_primary(self) -> None:
+        # The scroll area takes the keys, so a long overview scrolls with the arrows.
+        self.query_one("#overview-scroll", VerticalScroll).focus()
 
     async def fetch(self, orch: Orch) -> OverviewSnapshot:
         return await fetch_overview(orch)
