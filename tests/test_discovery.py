@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from urllib.parse import urlsplit
 
@@ -88,20 +89,32 @@ async def test_weighted_follows_weights_exactly(orch: Orch) -> None:
     assert picks == {ids[0]: 10, ids[1]: 20, ids[2]: 50}
 
 
-async def test_least_connections_prefers_idle_instances(orch: Orch) -> None:
+async def test_least_connections_never_picks_the_busiest(orch: Orch) -> None:
+    """Power of two choices: the less busy of two distinct instances, so the busiest
+    instance is never chosen while another has fewer calls in flight."""
     ids = await service_with_instances(orch, 3)
     for instance_id in ids:
         await mark(orch, instance_id, "healthy")
     await eventually(lambda: healthy_seen(orch, "photographer", 3))
-    async with orch.discovery.lease("photographer", "least_connections") as first:
-        async with orch.discovery.lease("photographer", "least_connections") as second:
-            third = await orch.discovery.get_healthy_instance("photographer", "least_connections")
-            assert len({first.instance_id, second.instance_id, third.instance_id}) == 3
-            assert orch.discovery.in_flight(first) == 1
-        # second finished: it is idle again, first is still busy
-        fourth = await orch.discovery.get_healthy_instance("photographer", "least_connections")
-        assert fourth.instance_id != first.instance_id
-    assert orch.discovery.in_flight(first) == 0
+    async with contextlib.AsyncExitStack() as stack:
+        busy = await stack.enter_async_context(orch.discovery.lease("photographer", "round_robin"))
+        again = await stack.enter_async_context(orch.discovery.lease("photographer", "round_robin"))
+        assert again.instance_id != busy.instance_id
+        await stack.enter_async_context(orch.discovery.lease("photographer", "round_robin"))
+        await stack.enter_async_context(orch.discovery.lease("photographer", "round_robin"))
+        # busy now has 2 calls in flight, the other two 1 each
+        assert orch.discovery.in_flight(busy) == 2
+        picks = Counter(
+            [
+                (
+                    await orch.discovery.get_healthy_instance("photographer", "least_connections")
+                ).instance_id
+                for _ in range(200)
+            ]
+        )
+    assert busy.instance_id not in picks
+    assert len(picks) == 2
+    assert orch.discovery.in_flight(busy) == 0
 
 
 async def test_never_returns_an_instance_that_is_not_healthy(orch: Orch) -> None:

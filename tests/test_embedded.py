@@ -34,8 +34,13 @@ def orch_env(data_dir: Path) -> dict[str, str]:
 
 async def run_cli(data_dir: Path, *args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "orchcore.cli.main", *args, env=orch_env(data_dir),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "orchcore.cli.main",
+        *args,
+        env=orch_env(data_dir),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode is not None
@@ -57,8 +62,14 @@ async def test_last_process_stops_the_server_and_data_survives(data_dir: Path) -
 async def test_server_stays_up_while_a_daemon_uses_it(data_dir: Path) -> None:
     server = EmbeddedPostgres(data_dir)
     daemon = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "orchcore.cli.main", "daemon", "--listen", "127.0.0.1:0",
-        env=orch_env(data_dir), stdout=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "orchcore.cli.main",
+        "daemon",
+        "--listen",
+        "127.0.0.1:0",
+        env=orch_env(data_dir),
+        stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:

@@ -58,6 +58,8 @@ class ManualClock:
         self._now = start or datetime(2026, 6, 20, 12, 0, tzinfo=UTC)
         self._start = self._now
         self._sleepers: list[tuple[datetime, asyncio.Future[None]]] = []
+        #: every duration a caller asked to sleep, in order (tests read backoff from it)
+        self.slept: list[float] = []
 
     def now(self) -> datetime:
         return self._now
@@ -66,6 +68,7 @@ class ManualClock:
         return (self._now - self._start).total_seconds()
 
     async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
         if seconds <= 0:
             await asyncio.sleep(0)
             return
@@ -85,6 +88,11 @@ class ManualClock:
         # Give woken tasks a chance to run before the test looks at the result.
         for _ in range(5):
             await asyncio.sleep(0)
+
+    def next_wake(self) -> datetime | None:
+        """When the earliest sleeper is due (None if nobody sleeps)."""
+        due = [when for when, f in self._sleepers if not f.done()]
+        return min(due) if due else None
 
     @property
     def sleeper_count(self) -> int:

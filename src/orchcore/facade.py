@@ -7,6 +7,8 @@ notification listener, and exposes each concern's API as an attribute.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from types import TracebackType
 from typing import Self
@@ -16,6 +18,8 @@ from uuid import UUID
 import asyncpg
 
 from orchcore.auth import TokenStore
+from orchcore.callpath.caller import ServiceCaller
+from orchcore.callpath.events import ServiceEventRecorder
 from orchcore.clock import Clock, SystemClock
 from orchcore.db import Database
 from orchcore.db.embedded import EmbeddedPostgres
@@ -23,9 +27,16 @@ from orchcore.db.listen import NotificationListener
 from orchcore.db.migrate import migrate
 from orchcore.errors import OrchError
 from orchcore.membership import DaemonMembership
+from orchcore.mesh.store import MeshPolicies
 from orchcore.overview import SystemOverview, summarise
 from orchcore.registry import InstanceHealthChecker, ServiceDiscovery, ServiceRegistry
+from orchcore.resilience.breakers import CircuitBreakers
+from orchcore.resilience.ratelimit import RateLimiter
 from orchcore.settings import Settings
+
+
+def _process_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class DatabaseUnavailable(OrchError):
@@ -63,6 +74,11 @@ class Orch:
         self.discovery = ServiceDiscovery(db, clock, listener)
         self.tokens = TokenStore(db, clock)
         self.daemons = DaemonMembership(db, clock)
+        self.breakers = CircuitBreakers(db, clock, listener, holder=_process_identity())
+        self.mesh = MeshPolicies(db, clock, listener)
+        self.rate_limiter = RateLimiter(db, clock)
+        self.events = ServiceEventRecorder(db)
+        self._caller: ServiceCaller | None = None
 
     @classmethod
     async def open(
@@ -114,7 +130,29 @@ class Orch:
         server_now = await self.db.fetchval("SELECT now()")
         clock.calibrate(server_now, time.perf_counter() - started)
 
+    async def caller(self) -> ServiceCaller:
+        """The guarded call path, started on first use (its caches load then)."""
+        if self._caller is None:
+            await self.breakers.start()
+            await self.mesh.start()
+            await self.events.start()
+            self._caller = ServiceCaller(
+                discovery=self.discovery,
+                breakers=self.breakers,
+                mesh=self.mesh,
+                rate_limiter=self.rate_limiter,
+                recorder=self.events,
+                clock=self.clock,
+                tls=self.settings.tls(),
+            )
+        return self._caller
+
     async def close(self) -> None:
+        if self._caller is not None:
+            await self._caller.close()
+            await self.events.stop()
+            await self.mesh.stop()
+            self._caller = None
         await self.discovery.stop()
         if self.listener is not None:
             await self.listener.stop()

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from orchcore.callpath.tls import TlsSettings
+
 
 def default_data_dir() -> Path:
     """``$XDG_DATA_HOME/orch``; as root with no XDG_DATA_HOME, ``/var/lib/orch``.
@@ -33,6 +35,14 @@ class Settings(BaseModel):
     pool_min_size: int = 1
     pool_max_size: int = 10
     log_format: str = "json"
+    tls_ca_file: str | None = Field(default=None, description="CA that signs services' certs")
+    tls_cert_file: str | None = Field(default=None, description="client certificate (mTLS)")
+    tls_key_file: str | None = Field(default=None, description="client certificate's key")
+
+    def tls(self) -> TlsSettings | None:
+        if not (self.tls_ca_file or self.tls_cert_file):
+            return None
+        return TlsSettings(self.tls_ca_file, self.tls_cert_file, self.tls_key_file)
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -48,5 +58,8 @@ class Settings(BaseModel):
             values["listen"] = env["ORCH_LISTEN"]
         if env.get("ORCH_LOG_FORMAT"):
             values["log_format"] = env["ORCH_LOG_FORMAT"]
+        for name in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+            if env.get(f"ORCH_{name.upper()}"):
+                values[name] = env[f"ORCH_{name.upper()}"]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)

@@ -1,8 +1,9 @@
 """A real HTTP server on a loopback port whose behaviour a test switches at will.
 
 Modes: ``ok`` (200), ``error`` (500), ``throttle`` (429), ``hang`` (never answers),
-``down`` (the port is closed: connections are refused). Every request is recorded
-with its path, headers and arrival time.
+``slow`` (200 after ``delay`` seconds), ``down`` (the port is closed: connections are
+refused). ``script`` queues exact answers ``(status, headers)`` used before the mode.
+Every request is recorded with its path, headers and arrival time.
 """
 
 from __future__ import annotations
@@ -13,7 +14,17 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-_REASONS = {200: "OK", 429: "Too Many Requests", 500: "Internal Server Error"}
+_REASONS = {
+    200: "OK",
+    201: "Created",
+    400: "Bad Request",
+    404: "Not Found",
+    409: "Conflict",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
 
 
 @dataclass
@@ -35,6 +46,8 @@ class SwitchableServer:
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.mode = "ok"
+        self.delay = 0.0
+        self.script: list[tuple[int, dict[str, str]]] = []
         self.requests: list[SeenRequest] = []
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -65,6 +78,12 @@ class SwitchableServer:
     def count(self, path: str | None = None) -> int:
         return sum(1 for r in self.requests if path is None or r.path == path)
 
+    def _answer(self) -> tuple[int, dict[str, str]]:
+        if self.script:
+            status, headers = self.script.pop(0)
+            return status, {**headers, "_scripted": "1"}
+        return {"ok": 200, "error": 500, "throttle": 429}.get(self.mode, 200), {}
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
         try:
@@ -81,12 +100,17 @@ class SwitchableServer:
                 if length:
                     await reader.readexactly(length)
                 self.requests.append(SeenRequest(method, path, headers))
-                if self.mode == "hang":
+                status, extra = self._answer()
+                scripted = extra.pop("_scripted", None)
+                if self.mode == "hang" and not scripted:
                     await asyncio.sleep(3600)
-                status = {"ok": 200, "error": 500, "throttle": 429}.get(self.mode, 200)
-                body = b'{"status":"%s"}' % self.mode.encode()
+                if self.mode == "slow" and not scripted:
+                    await asyncio.sleep(self.delay)
+                body = b'{"status":%d,"port":%d}' % (status, self.port)
+                head = "".join(f"{k}: {v}\r\n" for k, v in extra.items())
                 writer.write(
-                    f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: application/json\r\n"
+                    f"HTTP/1.1 {status} {_REASONS.get(status, 'Other')}\r\n"
+                    f"Content-Type: application/json\r\n{head}"
                     f"Content-Length: {len(body)}\r\n\r\n".encode()
                     + body
                 )

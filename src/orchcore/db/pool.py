@@ -14,11 +14,30 @@ from asyncpg.pool import PoolConnectionProxy
 Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
 
 
+def _encode_jsonb(value: Any) -> bytes:
+    return b"\x01" + json.dumps(value).encode()  # binary jsonb: version byte 1, then text
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    return json.loads(data[1:])
+
+
 async def _init_connection(conn: Connection) -> None:
-    for type_name in ("json", "jsonb"):
-        await conn.set_type_codec(
-            type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
-        )
+    # Binary codecs, so COPY (which only speaks binary) can carry JSON columns too.
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=_encode_jsonb,
+        decoder=_decode_jsonb,
+        schema="pg_catalog",
+        format="binary",
+    )
+    await conn.set_type_codec(
+        "json",
+        encoder=lambda v: json.dumps(v).encode(),
+        decoder=json.loads,
+        schema="pg_catalog",
+        format="binary",
+    )
 
 
 async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:

@@ -1,12 +1,13 @@
 """Instance selection strategies over a service's healthy instances.
 
-Each strategy keeps its own small state per service (a counter, current weights)
-in process; selection is a few dictionary operations, with no I/O.
+Each strategy keeps its own small state per key (a counter, current weights) in
+process; selection is a few dictionary operations, with no I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 from uuid import UUID
 
@@ -14,7 +15,9 @@ from orchcore.registry.endpoint import Endpoint
 
 
 class Strategy(Protocol):
-    def pick(self, service: str, healthy: Sequence[Endpoint]) -> Endpoint: ...
+    def pick(
+        self, key: str, healthy: Sequence[Endpoint], weights: Mapping[str, int] | None = None
+    ) -> Endpoint: ...
 
 
 class InFlight(Protocol):
@@ -27,42 +30,56 @@ class RoundRobin:
     def __init__(self) -> None:
         self._next: dict[str, int] = {}
 
-    def pick(self, service: str, healthy: Sequence[Endpoint]) -> Endpoint:
-        position = self._next.get(service, 0)
-        self._next[service] = position + 1
+    def pick(
+        self, key: str, healthy: Sequence[Endpoint], weights: Mapping[str, int] | None = None
+    ) -> Endpoint:
+        position = self._next.get(key, 0)
+        self._next[key] = position + 1
         return healthy[position % len(healthy)]
 
 
-class LeastConnections:
-    """The instance with the fewest calls in flight from this process; ties in turn."""
+class PowerOfTwoChoices:
+    """Least connections by two random choices: the less busy of two distinct instances.
 
-    def __init__(self, in_flight: InFlight) -> None:
+    Cheaper than scanning every instance and, unlike a strict minimum, it does not
+    send every new call to the same instance when several daemons share a view.
+    The busiest instance is never picked while another has fewer calls in flight.
+    """
+
+    def __init__(self, in_flight: InFlight, rng: random.Random | None = None) -> None:
         self._in_flight = in_flight
-        self._tiebreak = RoundRobin()
+        self._rng = rng or random.Random()
 
-    def pick(self, service: str, healthy: Sequence[Endpoint]) -> Endpoint:
-        fewest = min(self._in_flight[e.id] for e in healthy)
-        candidates = [e for e in healthy if self._in_flight[e.id] == fewest]
-        return self._tiebreak.pick(service, candidates)
+    def pick(
+        self, key: str, healthy: Sequence[Endpoint], weights: Mapping[str, int] | None = None
+    ) -> Endpoint:
+        if len(healthy) == 1:
+            return healthy[0]
+        first, second = self._rng.sample(range(len(healthy)), 2)
+        a, b = healthy[first], healthy[second]
+        return b if self._in_flight[b.id] < self._in_flight[a.id] else a
 
 
 class SmoothWeighted:
     """Nginx-style smooth weighted round robin: exact proportions, evenly spread.
 
-    An instance's weight is ``metadata.weight`` (default 1). Instances of weight 0
-    get no traffic while any instance has a positive weight.
+    An instance's weight is taken from ``weights`` (by instance id, then by version)
+    when given, else from ``metadata.weight`` (default 1). Instances of weight 0 get no
+    traffic while any instance has a positive weight.
     """
 
     def __init__(self) -> None:
         self._current: dict[str, dict[UUID, int]] = {}
 
-    def pick(self, service: str, healthy: Sequence[Endpoint]) -> Endpoint:
-        weighted = [e for e in healthy if e.weight > 0] or list(healthy)
-        current = self._current.setdefault(service, {})
+    def pick(
+        self, key: str, healthy: Sequence[Endpoint], weights: Mapping[str, int] | None = None
+    ) -> Endpoint:
+        weighted = [(e, _weight(e, weights)) for e in healthy]
+        positive = [(e, w) for e, w in weighted if w > 0] or [(e, 1) for e, _ in weighted]
+        current = self._current.setdefault(key, {})
         total = 0
         best: Endpoint | None = None
-        for endpoint in weighted:
-            weight = endpoint.weight if endpoint.weight > 0 else 1
+        for endpoint, weight in positive:
             current[endpoint.id] = current.get(endpoint.id, 0) + weight
             total += weight
             if best is None or current[endpoint.id] > current[best.id]:
@@ -70,3 +87,12 @@ class SmoothWeighted:
         assert best is not None
         current[best.id] -= total
         return best
+
+
+def _weight(endpoint: Endpoint, weights: Mapping[str, int] | None) -> int:
+    if weights:
+        if endpoint.instance_id in weights:
+            return weights[endpoint.instance_id]
+        if endpoint.version in weights:
+            return weights[endpoint.version]
+    return endpoint.weight

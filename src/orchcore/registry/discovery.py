@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -25,7 +25,7 @@ from orchcore.clock import Clock
 from orchcore.db import Database, Queries
 from orchcore.db.listen import NotificationListener
 from orchcore.errors import NoHealthyInstanceError, NotFoundError
-from orchcore.registry.balancing import LeastConnections, RoundRobin, SmoothWeighted, Strategy
+from orchcore.registry.balancing import PowerOfTwoChoices, RoundRobin, SmoothWeighted, Strategy
 from orchcore.registry.endpoint import Endpoint
 from orchcore.registry.models import LoadBalancing
 
@@ -68,7 +68,7 @@ class ServiceDiscovery:
         self._in_flight: defaultdict[UUID, int] = defaultdict(int)
         self._strategies: dict[str, Strategy] = {
             "round_robin": RoundRobin(),
-            "least_connections": LeastConnections(self._in_flight),
+            "least_connections": PowerOfTwoChoices(self._in_flight),
             "weighted": SmoothWeighted(),
         }
         self.reloads = 0
@@ -97,13 +97,37 @@ class ServiceDiscovery:
         self, service: str, strategy: LoadBalancing | None = None
     ) -> Endpoint:
         """A healthy instance of ``service``; never one that is not healthy."""
+        return self.pick(service, await self.healthy(service), strategy)
+
+    async def healthy(self, service: str) -> tuple[Endpoint, ...]:
+        """The healthy instances of ``service`` (raising if there is none)."""
         cached = self._by_name.get(service)
         if cached is None or self._needs_reload(cached):
             cached = await self._load_by_name(service)
         if not cached.healthy or not cached.active:
             counts = cached.counts if cached.active else {"deactivated": 1}
             raise NoHealthyInstanceError(service, counts)
-        return self._strategies[strategy or cached.strategy].pick(service, cached.healthy)
+        return cached.healthy
+
+    def pick(
+        self,
+        service: str,
+        candidates: Sequence[Endpoint],
+        strategy: LoadBalancing | None = None,
+        *,
+        weights: Mapping[str, int] | None = None,
+        key: str | None = None,
+    ) -> Endpoint:
+        """Choose among ``candidates`` (a subset of the healthy instances) by strategy."""
+        if not candidates:
+            raise NoHealthyInstanceError(service, self.counts(service))
+        cached = self._by_name.get(service)
+        chosen = strategy or (cached.strategy if cached else "round_robin")
+        return self._strategies[chosen].pick(key or service, candidates, weights)
+
+    def counts(self, service: str) -> dict[str, int]:
+        cached = self._by_name.get(service)
+        return dict(cached.counts) if cached else {}
 
     @contextlib.asynccontextmanager
     async def lease(
@@ -114,6 +138,15 @@ class ServiceDiscovery:
         self._in_flight[endpoint.id] += 1
         try:
             yield endpoint
+        finally:
+            self._in_flight[endpoint.id] -= 1
+
+    @contextlib.contextmanager
+    def track(self, endpoint: Endpoint) -> Iterator[None]:
+        """Count a call to ``endpoint`` as in flight (least-connections reads it)."""
+        self._in_flight[endpoint.id] += 1
+        try:
+            yield
         finally:
             self._in_flight[endpoint.id] -= 1
 

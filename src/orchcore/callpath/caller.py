@@ -1,0 +1,497 @@
+"""ServiceCaller: resolve → mesh policies → circuit breaker → HTTP with retries → record.
+
+Every orchestrated call (saga steps, message delivery, ``orch call``) goes through
+:meth:`ServiceCaller.call`:
+
+1. the mesh policy in force for (source, target): authorization, rate limit, traffic
+   split, balancing, retry, breaker parameters, timeout;
+2. per attempt: the circuit breaker admits the call (in process while closed), an
+   instance is picked among the healthy ones of the routed version that are not
+   ejected, and the request goes out with ``traceparent``, ``X-Correlation-ID`` and
+   the idempotency key;
+3. the outcome is reported to the breaker and the outlier detector and recorded in
+   service_events; a retryable outcome waits (backoff or Retry-After) and tries again.
+
+An HTTP answer is returned whatever its status (the caller decides what a 4xx
+means); no answer at all after the last attempt raises :class:`CallFailed`.
+Refusals raise before anything is sent: :class:`CallDenied`,
+:class:`~orchcore.resilience.ratelimit.RateLimitedError`,
+:class:`~orchcore.resilience.breakers.BreakerOpenError`,
+:class:`~orchcore.errors.NoHealthyInstanceError`.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import random
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from orchcore.callpath.events import CallEvent, ServiceEventRecorder
+from orchcore.callpath.tls import TlsSettings
+from orchcore.callpath.tracecontext import TraceContext
+from orchcore.clock import Clock
+from orchcore.errors import OrchError
+from orchcore.mesh.effective import EffectivePolicy
+from orchcore.mesh.store import MeshPolicies
+from orchcore.registry.discovery import ServiceDiscovery
+from orchcore.registry.endpoint import Endpoint
+from orchcore.resilience.breakers import BreakerOpenError, BreakerSettings, CircuitBreakers
+from orchcore.resilience.outliers import OutlierDetector
+from orchcore.resilience.ratelimit import RateLimitedError, RateLimiter
+from orchcore.resilience.retry import (
+    RetryPolicy,
+    conditions,
+    may_retry,
+    outcome_condition,
+    retry_after_seconds,
+)
+
+DEFAULT_TIMEOUT = 10.0
+
+
+class CallDenied(OrchError):
+    http_status = 403
+
+
+class CallFailed(OrchError):
+    """No HTTP answer after the last attempt (connection failures, timeouts)."""
+
+    http_status = 502
+
+    def __init__(self, message: str, attempts: list[Attempt]) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "attempts": [a.as_dict() for a in self.attempts]}
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    number: int
+    instance_id: str | None
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+    span_id: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "instance_id": self.instance_id,
+            "status_code": self.status_code,
+            "error": self.error,
+            "duration_ms": round(self.duration_ms, 3),
+            "span_id": self.span_id,
+        }
+
+
+@dataclass
+class CallResult:
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+    instance_id: str
+    trace_id: str
+    correlation_id: str
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.content) if self.content else None
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(errors="replace")
+
+    def as_dict(self) -> dict[str, Any]:
+        try:
+            body: Any = self.json()
+        except ValueError:
+            body = self.text
+        return {
+            "status_code": self.status_code,
+            "instance_id": self.instance_id,
+            "trace_id": self.trace_id,
+            "correlation_id": self.correlation_id,
+            "attempts": [a.as_dict() for a in self.attempts],
+            "body": body,
+        }
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    status_code: int | None
+    error_kind: str | None  # "timeout" | "connect" | "protocol"
+    error: str | None
+    response: httpx.Response | None
+
+
+class ServiceCaller:
+    def __init__(
+        self,
+        *,
+        discovery: ServiceDiscovery,
+        breakers: CircuitBreakers,
+        mesh: MeshPolicies,
+        rate_limiter: RateLimiter,
+        recorder: ServiceEventRecorder,
+        clock: Clock,
+        tls: TlsSettings | None = None,
+        rng: random.Random | None = None,
+        default_timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._discovery = discovery
+        self._breakers = breakers
+        self._mesh = mesh
+        self._rate_limiter = rate_limiter
+        self._recorder = recorder
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._default_timeout = default_timeout
+        self.outliers = OutlierDetector(clock)
+        self._client = httpx.AsyncClient(
+            verify=tls.ssl_context() if tls else True,
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=500, max_keepalive_connections=100),
+            headers={"User-Agent": "orch/0.1"},
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def call(
+        self,
+        source: str,
+        target: str,
+        endpoint: str,
+        *,
+        method: str = "POST",
+        json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+        correlation_id: str | None = None,
+        traceparent: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> CallResult:
+        method = method.upper()
+        endpoint = endpoint if endpoint.startswith("/") else "/" + endpoint
+        policy = await self._mesh.effective(source, target)
+        parent = TraceContext.parse(traceparent)
+        sampled = policy.tracing.sampling_rate > self._rng.random() if policy.tracing else True
+        trace = parent.child() if parent else TraceContext.new(sampled=sampled)
+        correlation_id = correlation_id or str(uuid.uuid4())
+        call = _Call(source, target, endpoint, method, trace, correlation_id)
+
+        self._authorize(policy, call)
+        await self._limit_rate(policy, call)
+        attempts_policy = self._retry_policy(policy, retry, method, idempotency_key)
+        per_attempt = timeout or _policy_timeout(policy) or self._default_timeout
+        outbound = _outbound_headers(headers, correlation_id, idempotency_key)
+        attempts: list[Attempt] = []
+        for number in range(1, attempts_policy.max_attempts + 1):
+            span = trace.child() if number > 1 or parent is None else trace
+            outcome, instance = await self._attempt(
+                policy,
+                call,
+                span,
+                per_attempt,
+                outbound,
+                method,
+                json,
+                content,
+                params,
+                number,
+                attempts,
+            )
+            condition = outcome_condition(outcome.status_code, outcome.error_kind)
+            last = number == attempts_policy.max_attempts
+            if condition is None or condition not in attempts_policy.retry_on or last:
+                return self._finish(outcome, instance, call, attempts)
+            await self._clock.sleep(self._delay(attempts_policy, number, outcome))
+        raise AssertionError("unreachable: the last attempt always returns")
+
+    # -- steps --------------------------------------------------------------------------
+
+    def _authorize(self, policy: EffectivePolicy, call: _Call) -> None:
+        verdict = policy.authorize(call.method, call.endpoint)
+        if not verdict.allowed:
+            self._record_refusal(call, f"denied: {verdict.reason}")
+            raise CallDenied(
+                f"{call.source} may not call {call.target} {call.method} "
+                f"{call.endpoint}: {verdict.reason}"
+            )
+
+    async def _limit_rate(self, policy: EffectivePolicy, call: _Call) -> None:
+        limit = policy.rate_limiting
+        if limit is None:
+            return
+        try:
+            await self._rate_limiter.take(
+                call.source, call.target, rate=limit.requests_per_second, burst=limit.burst_size
+            )
+        except RateLimitedError as exc:
+            self._record_refusal(call, str(exc))
+            raise
+
+    @staticmethod
+    def _retry_policy(
+        policy: EffectivePolicy, given: RetryPolicy | None, method: str, key: str | None
+    ) -> RetryPolicy:
+        if not may_retry(method, key):
+            return RetryPolicy.single_attempt()
+        if given is not None:
+            return given
+        configured = policy.retry_policy
+        if configured is None:
+            return RetryPolicy()
+        return RetryPolicy(
+            max_attempts=configured.max_attempts,
+            initial_delay=configured.initial_delay,
+            multiplier=configured.multiplier,
+            max_delay=configured.max_delay,
+            retry_on=conditions(configured.retry_conditions),
+        )
+
+    async def _attempt(
+        self,
+        policy: EffectivePolicy,
+        call: _Call,
+        span: TraceContext,
+        timeout: float,
+        headers: dict[str, str],
+        method: str,
+        json: Any,
+        content: bytes | None,
+        params: Mapping[str, str] | None,
+        number: int,
+        attempts: list[Attempt],
+    ) -> tuple[_Outcome, Endpoint]:
+        breakers = self._breakers
+        try:
+            permit = breakers.admit_cached(call.source, call.target, call.endpoint)
+            if permit is None:
+                permit = await breakers.admit(
+                    call.source,
+                    call.target,
+                    call.endpoint,
+                    settings=_breaker_settings(policy),
+                    call_timeout=timeout,
+                )
+        except BreakerOpenError as exc:
+            self._record_refusal(call, str(exc), span)
+            raise
+        healthy = await self._discovery.healthy(call.target)
+        instance = self._choose(policy, call.target, healthy)
+        started = time.perf_counter()
+        outcome = await self._send(
+            instance, span, timeout, headers, method, call.endpoint, json, content, params, number
+        )
+        duration_ms = (time.perf_counter() - started) * 1000
+        success = not breakers.is_failure(permit, outcome.status_code)
+        if not breakers.record_cached(permit, success):
+            await breakers.record(
+                permit, success=success, detail=outcome.error or f"HTTP {outcome.status_code}"
+            )
+        self.outliers.record(instance, outcome.status_code, policy.outlier_detection, len(healthy))
+        attempts.append(
+            Attempt(
+                number,
+                instance.instance_id,
+                outcome.status_code,
+                outcome.error,
+                duration_ms,
+                span.span_id,
+            )
+        )
+        self._recorder.record(
+            CallEvent(
+                event_type=_event_type(outcome),
+                trace_id=span.trace_id,
+                span_id=span.span_id,
+                parent_span_id=span.parent_span_id,
+                source=call.source,
+                target=call.target,
+                method=method,
+                endpoint=call.endpoint,
+                status_code=outcome.status_code,
+                duration_ms=round(duration_ms),
+                error=outcome.error,
+                correlation_id=call.correlation_id,
+                at=self._clock.now(),
+                details={"attempt": number, "instance": instance.instance_id},
+            )
+        )
+        return outcome, instance
+
+    def _choose(
+        self, policy: EffectivePolicy, target: str, healthy: Sequence[Endpoint]
+    ) -> Endpoint:
+        candidates: Sequence[Endpoint] = healthy
+        key = target
+        split = policy.traffic_splitting
+        if split is not None:
+            version = self._route_version(split.routes)
+            routed = [e for e in healthy if e.version == version]
+            if routed:
+                candidates, key = routed, f"{target}@{version}"
+        candidates = self.outliers.usable(candidates, policy.outlier_detection)
+        balancing = policy.load_balancing
+        return self._discovery.pick(
+            target,
+            candidates,
+            balancing.algorithm if balancing else None,
+            weights=balancing.weights if balancing else None,
+            key=key,
+        )
+
+    def _route_version(self, routes: Sequence[Any]) -> str:
+        point = self._rng.uniform(0, sum(r.weight for r in routes))
+        for route in routes:
+            point -= route.weight
+            if point < 0:
+                return str(route.destination)
+        return str(routes[-1].destination)
+
+    async def _send(
+        self,
+        instance: Endpoint,
+        span: TraceContext,
+        timeout: float,
+        headers: dict[str, str],
+        method: str,
+        endpoint: str,
+        json: Any,
+        content: bytes | None,
+        params: Mapping[str, str] | None,
+        number: int,
+    ) -> _Outcome:
+        request_headers = {
+            **headers,
+            "traceparent": span.traceparent,
+            "X-Orch-Attempt": str(number),
+        }
+        with self._discovery.track(instance):
+            try:
+                response = await self._client.request(
+                    method,
+                    instance.base_url + endpoint,
+                    json=json,
+                    content=content,
+                    params=params,
+                    headers=request_headers,
+                    timeout=timeout,
+                )
+            except httpx.TimeoutException:
+                return _Outcome(None, "timeout", f"timed out after {timeout:g}s", None)
+            except httpx.ConnectError as exc:
+                return _Outcome(None, "connect", f"connection failed: {exc or 'refused'}", None)
+            except httpx.HTTPError as exc:
+                return _Outcome(None, "protocol", f"{type(exc).__name__}: {exc}", None)
+        return _Outcome(response.status_code, None, None, response)
+
+    def _delay(self, policy: RetryPolicy, number: int, outcome: _Outcome) -> float:
+        if outcome.status_code in (429, 503) and outcome.response is not None:
+            hinted = retry_after_seconds(outcome.response.headers.get("retry-after"))
+            if hinted is not None:
+                return min(hinted, policy.max_retry_after)
+        return policy.backoff(number, self._rng)
+
+    def _finish(
+        self, outcome: _Outcome, instance: Endpoint, call: _Call, attempts: list[Attempt]
+    ) -> CallResult:
+        if outcome.response is None:
+            raise CallFailed(
+                f"{call.source} → {call.target} {call.method} {call.endpoint} failed after "
+                f"{len(attempts)} attempt{'s' if len(attempts) > 1 else ''}: {outcome.error}",
+                attempts,
+            )
+        response = outcome.response
+        return CallResult(
+            status_code=response.status_code,
+            headers=response.headers,
+            content=response.content,
+            instance_id=instance.instance_id,
+            trace_id=call.trace.trace_id,
+            correlation_id=call.correlation_id,
+            attempts=attempts,
+        )
+
+    def _record_refusal(self, call: _Call, reason: str, span: TraceContext | None = None) -> None:
+        span = span or call.trace
+        self._recorder.record(
+            CallEvent(
+                event_type="rejected",
+                trace_id=span.trace_id,
+                span_id=span.span_id,
+                parent_span_id=span.parent_span_id,
+                source=call.source,
+                target=call.target,
+                method=call.method,
+                endpoint=call.endpoint,
+                status_code=None,
+                duration_ms=0,
+                error=reason,
+                correlation_id=call.correlation_id,
+                at=self._clock.now(),
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    source: str
+    target: str
+    endpoint: str
+    method: str
+    trace: TraceContext
+    correlation_id: str
+
+
+def _outbound_headers(
+    given: Mapping[str, str] | None, correlation_id: str, idempotency_key: str | None
+) -> dict[str, str]:
+    headers = dict(given or {})
+    headers["X-Correlation-ID"] = correlation_id
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
+    return headers
+
+
+def _policy_timeout(policy: EffectivePolicy) -> float | None:
+    if policy.retry_policy is not None:
+        return policy.retry_policy.timeout_per_attempt
+    return policy.timeout
+
+
+def _breaker_settings(policy: EffectivePolicy) -> BreakerSettings | None:
+    config = policy.circuit_breaker
+    if config is None:
+        return None
+    defaults = BreakerSettings()
+    return BreakerSettings(
+        failure_threshold=config.failure_threshold,
+        timeout_duration=config.timeout_duration,
+        success_threshold=config.success_threshold or defaults.success_threshold,
+        half_open_max_calls=config.half_open_max_calls or defaults.half_open_max_calls,
+    )
+
+
+def _event_type(outcome: _Outcome) -> str:
+    if outcome.error_kind == "timeout":
+        return "timeout"
+    if outcome.error_kind is not None or (outcome.status_code or 0) >= 500:
+        return "error"
+    return "response"

@@ -1,0 +1,1 @@
+"""Mesh policies: traffic, security, resilience and observability rules for calls."""

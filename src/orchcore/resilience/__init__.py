@@ -1,0 +1,1 @@
+"""Resilience on the call path: circuit breakers, retries, rate limits, outlier ejection."""
