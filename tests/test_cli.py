@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from orchcore import Orch
@@ -200,3 +202,87 @@ async def test_heartbeat_and_status_and_db_verbs(dsn: str, orch: Orch) -> None:
     assert migrated["applied"] == []
     db_status = (await run_orch(dsn, "db", "status", "--json")).json()
     assert db_status["pending_migrations"] == []
+
+
+async def test_call_breaker_and_mesh_verbs(dsn: str, orch: Orch, tmp_path: Path) -> None:
+    from tests.support.http import SwitchableServer
+    from tests.support.registry import healthy_service
+
+    server = await SwitchableServer().start()
+    try:
+        await healthy_service(orch, "venue", [server])
+        answered = await run_orch(
+            dsn,
+            "call",
+            "venue",
+            "/reservations",
+            "--data",
+            '{"guests": 120}',
+            "--source",
+            "booking",
+            "--idempotency-key",
+            "k-1",
+            "--json",
+        )
+        assert answered.code == 0, answered.stderr
+        body = answered.json()
+        assert (body["status_code"], body["instance_id"]) == (200, "venue-0")
+        assert server.requests[-1].headers["idempotency-key"] == "k-1"
+
+        await server.set_mode("error")
+        failed = await run_orch(
+            dsn, "call", "venue", "/x", "--source", "booking", "--attempts", "1"
+        )
+        assert failed.code == 1
+        assert "HTTP 500 from venue-0" in failed.stderr
+
+        listed = (await run_orch(dsn, "breaker", "list", "--json")).json()
+        assert [(b["service_name"], b["failure_count"]) for b in listed] == [("booking", 1)]
+        forced = await run_orch(
+            dsn,
+            "breaker",
+            "force-open",
+            "booking:venue",
+            "--reason",
+            "maintenance",
+            "--yes",
+            "--json",
+        )
+        assert forced.json()["current_state"] == "forced_open"
+        refused = await run_orch(dsn, "call", "venue", "/x", "--source", "booking")
+        assert refused.code == 1
+        assert refused.stderr.strip() == (
+            "orch: error: circuit breaker booking → venue * is forced-open: calls rejected "
+            "until an operator resets it"
+        )
+        no_reason = await run_orch(dsn, "breaker", "reset", "booking:venue", "--yes")
+        assert no_reason.code == 2
+        shown = (await run_orch(dsn, "breaker", "show", listed[0]["id"][:8], "--json")).json()
+        assert shown["state_history"][0]["to_state"] == "forced_open"
+        assert shown["metrics"]["total_requests_24h"] == 2
+    finally:
+        await server.stop()
+
+    policy = tmp_path / "limit.yaml"
+    policy.write_text(
+        "policy_name: venue-limit\npolicy_type: traffic\ntarget_services: [venue]\n"
+        "policy_config:\n  rate_limiting: {requests_per_second: 5, burst_size: 10}\n"
+    )
+    created = await run_orch(dsn, "mesh", "policy", "create", "--file", str(policy), "--json")
+    assert created.code == 0, created.stderr
+    listed_policies = (await run_orch(dsn, "mesh", "policy", "list", "--json")).json()
+    assert listed_policies["policies"][0]["policy_summary"] == "rate limit 5/s burst 10"
+    applied = await run_orch(dsn, "mesh", "policy", "apply", "venue-limit", "--json")
+    assert applied.json()["application_status"] == "success"
+    disabled = await run_orch(dsn, "mesh", "policy", "disable", "venue-limit", "--yes", "--json")
+    assert disabled.json()["is_enabled"] is False
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "policy_name: x\npolicy_type: traffic\npolicy_config: {mutual_tls: {mode: strict}}\n"
+    )
+    rejected = await run_orch(dsn, "mesh", "policy", "create", "--file", str(bad))
+    assert (rejected.code, rejected.stderr.strip()) == (
+        2,
+        "orch: error: policy_config.mutual_tls: not a traffic setting (traffic policies "
+        "hold load_balancing, rate_limiting, traffic_splitting)",
+    )

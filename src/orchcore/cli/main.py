@@ -12,9 +12,12 @@ import sys
 import click
 
 from orchcore import __version__
+from orchcore.cli.breakers import breaker_group
+from orchcore.cli.call import call
 from orchcore.cli.context import json_option, run_with_orch, settings_from
 from orchcore.cli.db import db_group
 from orchcore.cli.instances import instance_group
+from orchcore.cli.mesh import mesh_group
 from orchcore.cli.output import age, emit, table
 from orchcore.cli.services import service_group
 from orchcore.cli.tokens import token_group
@@ -41,6 +44,9 @@ cli.add_command(db_group)
 cli.add_command(service_group)
 cli.add_command(instance_group)
 cli.add_command(token_group)
+cli.add_command(breaker_group)
+cli.add_command(mesh_group)
+cli.add_command(call)
 
 
 @cli.command("status")

@@ -1,0 +1,119 @@
+"""Circuit breaker routes (the seed's shapes)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+from pydantic import BaseModel, Field
+
+from orchcore.api.auth import Caller, Engine, allowed
+from orchcore.auth import Action
+from orchcore.resilience.breaker_metrics import GetCircuitBreakerMetricsResponse, breaker_metrics
+from orchcore.resilience.breakers import Breaker, CreateCircuitBreakerRequest
+
+router = APIRouter(prefix="/api/orchestration", tags=["circuit breakers"])
+
+
+class StateSummary(BaseModel):
+    closed: int
+    open: int
+    half_open: int
+    forced_open: int
+    disabled: int
+
+
+class GetCircuitBreakersResponse(BaseModel):
+    circuit_breakers: list[Breaker]
+    state_summary: StateSummary
+
+
+class ResetCircuitBreakerRequest(BaseModel):
+    reason: str = Field(min_length=1, max_length=500)
+    force: bool = Field(
+        default=False,
+        description="accepted for the seed's shape; reset "
+        "always closes the breaker, trials in flight included",
+    )
+
+
+class OperatorReason(BaseModel):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+@router.get(
+    "/circuit-breakers",
+    response_model=GetCircuitBreakersResponse,
+    dependencies=[allowed(Action.READ)],
+)
+async def list_breakers(orch: Engine) -> GetCircuitBreakersResponse:
+    breakers = await orch.breakers.list_breakers()
+    counts = {state: 0 for state in StateSummary.model_fields}
+    for breaker in breakers:
+        counts[breaker.current_state] += 1
+    return GetCircuitBreakersResponse(
+        circuit_breakers=breakers, state_summary=StateSummary(**counts)
+    )
+
+
+@router.post(
+    "/circuit-breakers",
+    response_model=Breaker,
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[allowed(Action.WRITE)],
+)
+async def create_breaker(
+    request: CreateCircuitBreakerRequest, orch: Engine, caller: Caller
+) -> Breaker:
+    return await orch.breakers.create(request, actor=caller.actor)
+
+
+@router.get(
+    "/circuit-breakers/{breaker_id}", response_model=Breaker, dependencies=[allowed(Action.READ)]
+)
+async def get_breaker(breaker_id: str, orch: Engine) -> Breaker:
+    return await orch.breakers.get_by_ref(breaker_id)
+
+
+@router.put(
+    "/circuit-breakers/{breaker_id}/reset",
+    response_model=Breaker,
+    dependencies=[allowed(Action.WRITE)],
+)
+async def reset_breaker(
+    breaker_id: str, request: ResetCircuitBreakerRequest, orch: Engine, caller: Caller
+) -> Breaker:
+    found = await orch.breakers.get_by_ref(breaker_id)
+    return await orch.breakers.reset(found.id, actor=caller.actor, reason=request.reason)
+
+
+@router.put(
+    "/circuit-breakers/{breaker_id}/force-open",
+    response_model=Breaker,
+    dependencies=[allowed(Action.WRITE)],
+)
+async def force_open_breaker(
+    breaker_id: str, request: OperatorReason, orch: Engine, caller: Caller
+) -> Breaker:
+    found = await orch.breakers.get_by_ref(breaker_id)
+    return await orch.breakers.force_open(found.id, actor=caller.actor, reason=request.reason)
+
+
+@router.put(
+    "/circuit-breakers/{breaker_id}/disable",
+    response_model=Breaker,
+    dependencies=[allowed(Action.WRITE)],
+)
+async def disable_breaker(
+    breaker_id: str, request: OperatorReason, orch: Engine, caller: Caller
+) -> Breaker:
+    found = await orch.breakers.get_by_ref(breaker_id)
+    return await orch.breakers.disable(found.id, actor=caller.actor, reason=request.reason)
+
+
+@router.get(
+    "/circuit-breakers/{breaker_id}/metrics",
+    response_model=GetCircuitBreakerMetricsResponse,
+    dependencies=[allowed(Action.READ)],
+)
+async def breaker_metrics_route(breaker_id: str, orch: Engine) -> GetCircuitBreakerMetricsResponse:
+    found = await orch.breakers.get_by_ref(breaker_id)
+    return await breaker_metrics(orch.db, orch.clock, found)

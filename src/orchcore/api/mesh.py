@@ -1,0 +1,84 @@
+"""Mesh policy routes (the seed's shapes) and the Istio export."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, status
+from fastapi.responses import PlainTextResponse
+
+from orchcore.api.auth import Caller, Engine, allowed
+from orchcore.auth import Action
+from orchcore.mesh.models import CreateMeshPolicyRequest, MeshPolicy, UpdateMeshPolicyRequest
+from orchcore.mesh.store import ApplyPolicyResponse, GetMeshPoliciesResponse
+
+router = APIRouter(prefix="/api/orchestration/mesh", tags=["mesh"])
+
+
+@router.get(
+    "/policies", response_model=GetMeshPoliciesResponse, dependencies=[allowed(Action.READ)]
+)
+async def list_policies(orch: Engine) -> GetMeshPoliciesResponse:
+    return await orch.mesh.overview()
+
+
+@router.post(
+    "/policies",
+    response_model=MeshPolicy,
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[allowed(Action.WRITE)],
+)
+async def create_policy(
+    request: CreateMeshPolicyRequest, orch: Engine, caller: Caller
+) -> MeshPolicy:
+    return await orch.mesh.create(request, actor=caller.actor)
+
+
+@router.get("/policies/{policy_id}", response_model=MeshPolicy, dependencies=[allowed(Action.READ)])
+async def get_policy(policy_id: str, orch: Engine) -> MeshPolicy:
+    return await orch.mesh.get(policy_id)
+
+
+@router.put(
+    "/policies/{policy_id}", response_model=MeshPolicy, dependencies=[allowed(Action.WRITE)]
+)
+async def update_policy(
+    policy_id: str, request: UpdateMeshPolicyRequest, orch: Engine, caller: Caller
+) -> MeshPolicy:
+    return await orch.mesh.update(policy_id, request, actor=caller.actor)
+
+
+@router.delete(
+    "/policies/{policy_id}", response_model=MeshPolicy, dependencies=[allowed(Action.WRITE)]
+)
+async def delete_policy(
+    policy_id: str,
+    orch: Engine,
+    caller: Caller,
+    reason: str | None = Query(default=None, max_length=500),
+) -> MeshPolicy:
+    return await orch.mesh.delete(policy_id, actor=caller.actor, reason=reason)
+
+
+@router.post(
+    "/policies/{policy_id}/apply",
+    response_model=ApplyPolicyResponse,
+    dependencies=[allowed(Action.WRITE)],
+)
+async def apply_policy(policy_id: str, orch: Engine, caller: Caller) -> ApplyPolicyResponse:
+    return await orch.mesh.apply(policy_id, actor=caller.actor)
+
+
+@router.get("/export", response_class=PlainTextResponse, dependencies=[allowed(Action.READ)])
+async def export(
+    orch: Engine,
+    service: str | None = None,
+    namespace: str = "default",
+    format: str = Query(default="istio", pattern="^istio$"),
+) -> PlainTextResponse:
+    from orchcore.api.errors import export_problem
+    from orchcore.mesh.istio import dump_yaml, export_istio, validate_documents
+
+    docs = await export_istio(orch, service=service, namespace=namespace)
+    problems = validate_documents(docs)
+    if problems:
+        raise export_problem(problems)
+    return PlainTextResponse(dump_yaml(docs), media_type="application/yaml")
