@@ -26,5 +26,8 @@ def is_connection_error(exc: BaseException) -> bool:
 
 def describe_error(exc: BaseException) -> str:
     """One line for a banner: the message, or the error's type when it has none."""
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, asyncpg.UndefinedTableError | asyncpg.UndefinedColumnError):
+        # A read-only console does not migrate, so this is how a fresh database looks.
+        text += "; the database's orch schema is missing or older than this orch"
+    return text

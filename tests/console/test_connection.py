@@ -6,6 +6,7 @@ on it is terminated, the listener's and the pool's alike.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
@@ -17,6 +18,7 @@ from orchcore import ManualClock, Orch, Settings
 from orchtui.app import ListenerStateChanged, OrchConsole, run_console
 from orchtui.widgets.banner import ConnectionBanner
 from tests.console.helpers import SIZE, off_screen, on_screen, pane_loaded, register_service
+from tests.support.database import with_database
 from tests.support.http import free_port
 from tests.support.polling import eventually
 
@@ -128,3 +130,27 @@ def test_run_console_says_why_it_cannot_connect(capsys: pytest.CaptureFixture[st
     error = capsys.readouterr().err
     assert error.startswith("orch console: cannot connect to PostgreSQL at 127.0.0.1:")
     assert error.count("\n") == 1
+
+
+async def test_readonly_console_on_an_unmigrated_database(pg_admin_dsn: str) -> None:
+    """A read-only console does not migrate: it says why it shows nothing, and quits cleanly."""
+    name = f"orch_empty_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(pg_admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        orch = await Orch.open(
+            Settings(database_url=with_database(pg_admin_dsn, name)),
+            apply_migrations=False,
+            start_discovery=False,
+        )
+        try:
+            app = OrchConsole(orch, readonly=True)
+            async with app.run_test(size=SIZE) as pilot:
+                await on_screen(app, "Overview could not refresh", "schema is missing")
+                await pilot.press("q")
+            assert app.return_code in (0, None)
+        finally:
+            await orch.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

@@ -45,8 +45,11 @@ class ConsoleScreen(Screen[None]):
         raise NotImplementedError
 
     def refresh_chrome(self, problem: str | None) -> None:
-        self.query_one(ConsoleHeader).refresh()
-        self.query_one(ConnectionBanner).show_problem(problem)
+        # Queried, not query_one: while the app shuts down the chrome may be gone already.
+        for header in self.query(ConsoleHeader):
+            header.refresh()
+        for banner in self.query(ConnectionBanner):
+            banner.show_problem(problem)
 
     # -- the filter prompt ----------------------------------------------------------------
 
