@@ -189,7 +189,8 @@ class Orch:
     async def overview(self) -> SystemOverview:
         services = await self.registry.list_services()
         daemons = await self.daemons.list()
-        return summarise(services, daemons)
+        breakers = await self.breakers.state_counts()
+        return summarise(services, daemons, breakers)
 
 
 async def _open_pool(dsn: str, settings: Settings) -> Database:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from orchcore.membership import DaemonInfo
 from orchcore.registry.models import LIVE_STATUSES, Service
@@ -16,6 +16,7 @@ class SystemOverview(BaseModel):
     instances_by_state: dict[str, int]
     daemons_alive: int
     daemons: list[DaemonInfo]
+    breakers_by_state: dict[str, int] = Field(default_factory=dict)
 
     @property
     def instances_live(self) -> int:
@@ -30,7 +31,9 @@ class SystemOverview(BaseModel):
         return 100.0 * self.instances_by_state.get("healthy", 0) / live
 
 
-def summarise(services: list[Service], daemons: list[DaemonInfo]) -> SystemOverview:
+def summarise(
+    services: list[Service], daemons: list[DaemonInfo], breakers: dict[str, int] | None = None
+) -> SystemOverview:
     by_state: dict[str, int] = {}
     for service in services:
         for state, count in service.instance_counts.items():
@@ -44,4 +47,5 @@ def summarise(services: list[Service], daemons: list[DaemonInfo]) -> SystemOverv
         instances_by_state=by_state,
         daemons_alive=sum(1 for d in daemons if d.alive),
         daemons=daemons,
+        breakers_by_state=breakers or {},
     )

@@ -66,6 +66,12 @@ async def status(orch: Orch, as_json: bool) -> None:
         )
         states = ", ".join(f"{n} {s}" for s, n in sorted(overview.instances_by_state.items()))
         click.echo(f"instances: {states or 'none'}")
+        b = overview.breakers_by_state
+        click.echo(
+            f"breakers:  {b.get('open', 0) + b.get('forced_open', 0)} open, "
+            f"{b.get('half_open', 0)} half-open, {b.get('closed', 0)} closed"
+            + (f", {b['disabled']} disabled" if b.get("disabled") else "")
+        )
         click.echo(f"daemons:   {overview.daemons_alive} alive")
         if overview.daemons:
             table(

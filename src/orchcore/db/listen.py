@@ -41,6 +41,11 @@ class NotificationListener:
     def subscribe(self, handler: Handler) -> None:
         self._handlers.append(handler)
 
+    def unsubscribe(self, handler: Handler) -> None:
+        """Stop calling ``handler`` (a console closing, say); unknown handlers are ignored."""
+        if handler in self._handlers:
+            self._handlers.remove(handler)
+
     def on_reconnect(self, handler: ReconnectHandler) -> None:
         self._reconnect_handlers.append(handler)
 

@@ -575,10 +575,11 @@ class CircuitBreakers:
         )
         return Breaker.model_validate(data)
 
-    def state_counts(self) -> dict[str, int]:
+    async def state_counts(self) -> dict[str, int]:
+        """How many breakers are in each state (every state present, zero if none)."""
         counts = {"closed": 0, "open": 0, "half_open": 0, "forced_open": 0, "disabled": 0}
-        for breaker in self._by_id.values():
-            counts[breaker.state] = counts.get(breaker.state, 0) + 1
+        for row in await self._db.fetch(Q.breaker_state_counts):
+            counts[row["current_state"]] = row["n"]
         return counts
 
 

@@ -61,3 +61,6 @@ GROUP BY 1 ORDER BY 1
 
 -- name: rate_limit_take
 SELECT * FROM orch_rate_limit_take($1, $2, $3, $4, $5)
+
+-- name: breaker_state_counts
+SELECT current_state, count(*) AS n FROM circuit_breakers GROUP BY current_state
