@@ -286,3 +286,80 @@ async def test_call_breaker_and_mesh_verbs(dsn: str, orch: Orch, tmp_path: Path)
         "orch: error: policy_config.mutual_tls: not a traffic setting (traffic policies "
         "hold load_balancing, rate_limiting, traffic_splitting)",
     )
+
+
+async def test_mesh_export_writes_valid_istio_yaml(dsn: str, orch: Orch, tmp_path: Path) -> None:
+    import yaml
+
+    from orchcore.mesh.istio_validation import validate_documents
+
+    await orch.registry.register_service(
+        {"service_name": "venue", "service_type": "api", "deployment_environment": "staging"},
+        actor="t",
+    )
+    for i, version in enumerate(["1.4.0", "2.0.0"]):
+        await orch.registry.register_instance(
+            "venue",
+            {
+                "instance_id": f"venue-{i}",
+                "ip_address": "127.0.0.1",
+                "port": 9000 + i,
+                "version": version,
+            },
+            actor="t",
+        )
+    for name, kind, config in [
+        (
+            "canary",
+            "traffic",
+            {
+                "traffic_splitting": {
+                    "routes": [
+                        {"destination": "1.4.0", "weight": 90},
+                        {"destination": "2.0.0", "weight": 10},
+                    ]
+                }
+            },
+        ),
+        (
+            "retries",
+            "resilience",
+            {
+                "retry_policy": {"max_attempts": 3, "timeout_per_attempt": 2},
+                "circuit_breaker": {"failure_threshold": 5, "timeout_duration": 30},
+            },
+        ),
+        (
+            "strict",
+            "security",
+            {
+                "mutual_tls": {"mode": "strict"},
+                "authorization": {"rules": [{"from": ["booking"], "to": ["venue"]}]},
+            },
+        ),
+    ]:
+        await orch.mesh.create(
+            {
+                "policy_name": name,
+                "policy_type": kind,
+                "target_services": ["venue"],
+                "policy_config": config,
+            },
+            actor="t",
+        )
+    out = tmp_path / "venue.yaml"
+    exported = await run_orch(
+        dsn, "mesh", "export", "--format", "istio", "--service", "venue", "--output", str(out)
+    )
+    assert exported.code == 0, exported.stderr
+    assert "valid against Istio v1 schemas" in exported.stderr
+    docs = list(yaml.safe_load_all(out.read_text()))
+    assert sorted(d["kind"] for d in docs) == [
+        "AuthorizationPolicy",
+        "DestinationRule",
+        "PeerAuthentication",
+        "VirtualService",
+    ]
+    assert validate_documents(docs) == []
+    unknown = await run_orch(dsn, "mesh", "export", "--service", "ghost")
+    assert (unknown.code, unknown.stderr.strip()) == (1, "orch: error: service 'ghost' not found")

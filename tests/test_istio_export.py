@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from orchcore import NotFoundError, Orch, ValidationFailed
-from orchcore.mesh import istio
+from orchcore.mesh import istio, istio_validation
 from orchcore.mesh.istio import (
     ServiceWorkloads,
     Workload,
@@ -22,11 +22,10 @@ from orchcore.mesh.istio import (
     dump_yaml,
     export_istio,
     istio_duration,
-    parse_duration,
     subset_name,
     subset_names,
-    validate_documents,
 )
+from orchcore.mesh.istio_validation import parse_duration, validate_documents
 from orchcore.mesh.models import MeshPolicy
 
 Doc = dict[str, Any]
@@ -685,7 +684,7 @@ def test_every_cel_rule_of_the_bundled_schemas_is_checked() -> None:
         assert istio.API_VERSIONS[about["kind"]] == about["apiVersion"]
         collect(json.loads(folder.joinpath(name).read_text()))
     assert rules
-    assert rules - set(istio._CEL_CHECKS) == {istio._DURATION_RULE}
+    assert rules - set(istio_validation._CEL_CHECKS) == {istio_validation._DURATION_RULE}
 
 
 # -- YAML ---------------------------------------------------------------------------------

@@ -75,7 +75,8 @@ async def export(
     format: str = Query(default="istio", pattern="^istio$"),
 ) -> PlainTextResponse:
     from orchcore.api.errors import export_problem
-    from orchcore.mesh.istio import dump_yaml, export_istio, validate_documents
+    from orchcore.mesh.istio import dump_yaml, export_istio
+    from orchcore.mesh.istio_validation import validate_documents
 
     docs = await export_istio(orch, service=service, namespace=namespace)
     problems = validate_documents(docs)

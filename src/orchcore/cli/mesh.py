@@ -202,7 +202,8 @@ async def export(
 ) -> None:
     """Kubernetes YAML (VirtualService, DestinationRule, PeerAuthentication,
     AuthorizationPolicy), checked against Istio's published v1 schemas."""
-    from orchcore.mesh.istio import dump_yaml, export_istio, validate_documents
+    from orchcore.mesh.istio import dump_yaml, export_istio
+    from orchcore.mesh.istio_validation import validate_documents
 
     docs = await export_istio(orch, service=service, namespace=namespace)
     problems = validate_documents(docs)
