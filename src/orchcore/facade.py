@@ -17,6 +17,7 @@ from uuid import UUID
 
 import asyncpg
 
+from orchcore.alerts import AlertStore
 from orchcore.auth import TokenStore
 from orchcore.callpath.caller import ServiceCaller
 from orchcore.callpath.events import ServiceEventRecorder
@@ -32,6 +33,8 @@ from orchcore.overview import SystemOverview, summarise
 from orchcore.registry import InstanceHealthChecker, ServiceDiscovery, ServiceRegistry
 from orchcore.resilience.breakers import CircuitBreakers
 from orchcore.resilience.ratelimit import RateLimiter
+from orchcore.saga.definitions import DefinitionStore
+from orchcore.saga.store import WorkflowStore
 from orchcore.settings import Settings
 
 
@@ -79,6 +82,9 @@ class Orch:
         self.rate_limiter = RateLimiter(db, clock)
         self.events = ServiceEventRecorder(db)
         self._caller: ServiceCaller | None = None
+        self.alerts = AlertStore(db, clock)
+        self.workflow_definitions = DefinitionStore(db, clock)
+        self.workflows = WorkflowStore(db, clock, self.workflow_definitions)
 
     @classmethod
     async def open(

@@ -21,6 +21,7 @@ from orchcore.cli.mesh import mesh_group
 from orchcore.cli.output import age, emit, table
 from orchcore.cli.services import service_group
 from orchcore.cli.tokens import token_group
+from orchcore.cli.workflows import alert_group, workflow_group
 from orchcore.db.embedded import EmbeddedUnavailable
 from orchcore.errors import OrchError, ValidationFailed
 from orchcore.facade import Orch
@@ -47,6 +48,8 @@ cli.add_command(token_group)
 cli.add_command(breaker_group)
 cli.add_command(mesh_group)
 cli.add_command(call)
+cli.add_command(workflow_group)
+cli.add_command(alert_group)
 
 
 @cli.command("status")
@@ -109,6 +112,15 @@ async def status(orch: Orch, as_json: bool) -> None:
 )
 @click.option("--name", help="Daemon name in membership and logs (default host:listen).")
 @click.option("--no-health-checks", is_flag=True, help="Do not take part in health checking.")
+@click.option("--no-workflows", is_flag=True, help="Do not run workflows.")
+@click.option(
+    "--workflow-lease",
+    type=float,
+    envvar="ORCH_WORKFLOW_LEASE_SECONDS",
+    default=30.0,
+    show_default=True,
+    help="Seconds a crashed daemon's workflows stay claimed (env ORCH_WORKFLOW_LEASE_SECONDS).",
+)
 @click.option(
     "--log-format",
     type=click.Choice(["json", "text"]),
@@ -121,6 +133,8 @@ def daemon(
     listen: str,
     name: str | None,
     no_health_checks: bool,
+    no_workflows: bool,
+    workflow_lease: float,
     log_format: str | None,
 ) -> None:
     """Run the background work and serve the HTTP API until SIGTERM/SIGINT."""
@@ -130,7 +144,13 @@ def daemon(
     settings = settings_from(ctx)
     configure_logging(log_format or settings.log_format)
     parse_listen(listen)  # bad input fails before anything starts
-    config = DaemonConfig(listen=listen, name=name, health_checks=not no_health_checks)
+    config = DaemonConfig(
+        listen=listen,
+        name=name,
+        health_checks=not no_health_checks,
+        workflows=not no_workflows,
+        workflow_lease_seconds=workflow_lease,
+    )
 
     async def main() -> None:
         orch = await Orch.open(settings)

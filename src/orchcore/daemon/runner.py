@@ -25,6 +25,7 @@ from orchcore.daemon.supervisor import TaskSupervisor
 from orchcore.errors import OrchError
 from orchcore.facade import Orch
 from orchcore.registry import InstanceHealthChecker
+from orchcore.saga.runner import SagaRunner
 
 log = logging.getLogger("orch.daemon")
 
@@ -48,6 +49,9 @@ class DaemonConfig:
     health_checks: bool = True
     heartbeat_seconds: float = 5.0
     serve_api: bool = True
+    workflows: bool = True
+    workflow_lease_seconds: float = 30.0
+    max_workflows_in_flight: int = 64
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -91,13 +95,28 @@ class Daemon:
                     lambda msg: checker.wake() if msg.get("topic") == "instance" else None
                 )
             self._supervisor.start("health-checks", checker.run_forever)
+        runner = self._start_workflow_runner() if self.config.workflows else None
         self._supervisor.start("membership", self._heartbeat_forever)
         if listening is not None:
             self._supervisor.start("api", self._serve_api)
         try:
             await self._stop.wait()
         finally:
-            await self._shutdown(checker)
+            await self._shutdown(checker, runner)
+
+    def _start_workflow_runner(self) -> SagaRunner:
+        runner = SagaRunner(
+            self.orch,
+            owner=str(self.daemon_id),
+            actor=daemon_actor(self.name),
+            lease_seconds=self.config.workflow_lease_seconds,
+            max_in_flight=self.config.max_workflows_in_flight,
+        )
+        self.orch.workflows.attach_runner(runner)
+        if self.orch.listener is not None:
+            self.orch.listener.subscribe(runner.on_notification)
+        self._supervisor.start("workflows", runner.run_forever)
+        return runner
 
     def _bind(self, host: str, port: int) -> str:
         """Bind before joining, so a taken port fails fast with one clear line."""
@@ -133,10 +152,16 @@ class Daemon:
                 log.warning("membership heartbeat failed: %s", exc)
             await self.orch.clock.sleep(self.config.heartbeat_seconds)
 
-    async def _shutdown(self, checker: InstanceHealthChecker | None) -> None:
+    async def _shutdown(
+        self, checker: InstanceHealthChecker | None, runner: SagaRunner | None
+    ) -> None:
         log.info("daemon stopping", extra={"daemon": self.name})
         if self._server is not None:
             self._server.should_exit = True  # uvicorn finishes in-flight requests, then returns
+        if runner is not None:
+            self.orch.workflows.attach_runner(None)
+            await runner.stop(grace_seconds=5.0)  # drives reach a commit; leases go back
+            await self._supervisor.wait("workflows", timeout=5.0)
         await self._supervisor.stop("health-checks")
         if checker is not None:
             with contextlib.suppress(Exception):

@@ -1,0 +1,1 @@
+"""Durable sagas: definitions, starting, running under leases, compensation, operators."""

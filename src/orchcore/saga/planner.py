@@ -1,0 +1,182 @@
+"""What a workflow should do next: a pure function of its state and the time.
+
+The runner asks :func:`plan` after every outcome and commits what it decided; keeping
+the decision free of I/O keeps every rule here, in one place, and testable alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from orchcore.saga.models import TERMINAL_STATUSES, DecisionConditions
+from orchcore.saga.paths import PathError, read
+from orchcore.saga.state import StepState, WorkflowState
+
+DONE_STEP_STATUSES = frozenset({"completed", "skipped"})
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Nothing to do now (terminal, paused, or waiting for a person)."""
+
+
+@dataclass(frozen=True)
+class Wait:
+    until: datetime
+
+
+@dataclass(frozen=True)
+class Complete:
+    pass
+
+
+@dataclass(frozen=True)
+class RunStep:
+    step: StepState
+
+
+@dataclass(frozen=True)
+class Decide:
+    step: StepState
+
+
+@dataclass(frozen=True)
+class StartDelay:
+    step: StepState
+
+
+@dataclass(frozen=True)
+class FinishDelay:
+    step: StepState
+
+
+@dataclass(frozen=True)
+class RunParallel:
+    step: StepState
+
+
+@dataclass(frozen=True)
+class BeginCompensation:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Compensate:
+    step: StepState
+
+
+@dataclass(frozen=True)
+class FinishCompensation:
+    pass
+
+
+Action = (
+    Stop
+    | Wait
+    | Complete
+    | RunStep
+    | Decide
+    | StartDelay
+    | FinishDelay
+    | RunParallel
+    | BeginCompensation
+    | Compensate
+    | FinishCompensation
+)
+
+
+def plan(state: WorkflowState, now: datetime) -> Action:
+    if state.status in TERMINAL_STATUSES or state.status == "paused":
+        return Stop()
+    if state.phase == "compensate":
+        return _plan_compensation(state, now)
+    if now >= state.timeout_at:
+        minutes = state.definition.timeout_minutes
+        return BeginCompensation(f"workflow timed out after {minutes:g} min")
+    step = next((s for s in state.top_level() if s.status not in DONE_STEP_STATUSES), None)
+    if step is None:
+        return Complete()
+    if step.status == "failed":
+        return BeginCompensation(f"step {step.name} failed: {step.error_message}")
+    if step.type == "service_call":
+        if step.status == "retrying" and step.next_attempt_at and step.next_attempt_at > now:
+            return Wait(min(step.next_attempt_at, state.timeout_at))
+        return RunStep(step)
+    if step.type == "decision":
+        return Decide(step)
+    if step.type == "delay":
+        if step.status != "waiting":
+            return StartDelay(step)
+        if step.next_attempt_at is not None and step.next_attempt_at > now:
+            return Wait(min(step.next_attempt_at, state.timeout_at))
+        return FinishDelay(step)
+    return RunParallel(step)
+
+
+def _plan_compensation(state: WorkflowState, now: datetime) -> Action:
+    targets = compensation_targets(state)
+    if not targets:
+        return FinishCompensation()
+    target = targets[0]
+    if target.compensation_status == "failed":
+        return Stop()
+    due = target.compensation_next_attempt_at
+    if target.compensation_status == "retrying" and due is not None and due > now:
+        return Wait(due)
+    return Compensate(target)
+
+
+def compensation_scope(state: WorkflowState) -> set[str] | None:
+    """The step names to compensate, or None for all of them."""
+    request = state.compensation_request or {}
+    strategy = request.get("strategy") or state.definition.compensation_strategy
+    if strategy == "custom":
+        return set(request.get("custom_steps") or [])
+    if strategy == "partial":
+        return set(state.definition.compensate_steps or [])
+    return None
+
+
+def compensation_targets(state: WorkflowState) -> list[StepState]:
+    """Completed steps still to undo, most recently completed first."""
+    scope = compensation_scope(state)
+    pending = [
+        s
+        for s in state.steps.values()
+        if s.status == "completed"
+        and getattr(s.definition, "compensation_action", None) is not None
+        and s.compensation_status not in ("completed", "manual", "not_needed")
+        and (scope is None or s.name in scope or (s.parent is not None and s.parent in scope))
+    ]
+    return sorted(pending, key=lambda s: s.completion_seq or 0, reverse=True)
+
+
+def decision_target(conditions: DecisionConditions, context: Any) -> tuple[bool, str | None]:
+    """Whether the conditions hold, and the step to go to (None: the next one)."""
+    holds = all(_test(read(context, path, None), test) for path, test in conditions.if_.items())
+    return holds, conditions.then if holds else conditions.else_
+
+
+def _test(value: Any, test: Any) -> bool:
+    if not isinstance(test, dict):
+        return bool(value == test)
+    checks: dict[str, Callable[[Any, Any], bool]] = {
+        "eq": lambda v, t: v == t,
+        "ne": lambda v, t: v != t,
+        "gt": lambda v, t: v is not None and v > t,
+        "gte": lambda v, t: v is not None and v >= t,
+        "lt": lambda v, t: v is not None and v < t,
+        "lte": lambda v, t: v is not None and v <= t,
+        "in": lambda v, t: v in t,
+        "exists": lambda v, t: (v is not None) == bool(t),
+    }
+    try:
+        return all(checks[op](value, expected) for op, expected in test.items())
+    except TypeError:
+        return False  # comparing unlike types (a string with a number): the test fails
+
+
+__all__ = ["PathError", "plan"]
