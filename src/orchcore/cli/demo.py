@@ -20,6 +20,7 @@ import signal
 import socket
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,19 +109,47 @@ def port_is_free(host: str, port: int) -> bool:
     "--chaos/--no-chaos",
     default=True,
     show_default=True,
-    help="Now and then make an instance fail its health checks for a while.",
+    help="Now and then make an instance fail its health checks, or a service fail its "
+    "calls, for a while.",
+)
+@click.option(
+    "--saga-interval",
+    type=float,
+    default=3.0,
+    show_default=True,
+    help="Seconds between the booking sagas the demo starts (0: none).",
 )
 @click.pass_context
-def demo(ctx: click.Context, no_console: bool, listen: str, instances: str, chaos: bool) -> None:
+def demo(
+    ctx: click.Context,
+    no_console: bool,
+    listen: str,
+    instances: str,
+    chaos: bool,
+    saga_interval: float,
+) -> None:
     """Start a local wedding platform under orch and open the console."""
     settings = settings_from(ctx)
     asyncio.run(
-        run_demo(settings, console=not no_console, listen=listen, instances=instances, chaos=chaos)
+        run_demo(
+            settings,
+            console=not no_console,
+            listen=listen,
+            instances=instances,
+            chaos=chaos,
+            saga_interval=saga_interval,
+        )
     )
 
 
 async def run_demo(
-    settings: Settings, *, console: bool, listen: str, instances: str, chaos: bool
+    settings: Settings,
+    *,
+    console: bool,
+    listen: str,
+    instances: str,
+    chaos: bool,
+    saga_interval: float = 3.0,
 ) -> None:
     started = time.monotonic()
     folder = examples_dir()
@@ -138,7 +167,11 @@ async def run_demo(
                     f"ready in {time.monotonic() - started:.1f}s — API on http://{api_address}, "
                     f"logs in {log_dir}"
                 )
-                chaos_task = asyncio.create_task(_chaos(platform_instances)) if chaos else None
+                background = []
+                if chaos:
+                    background.append(asyncio.create_task(_chaos(platform_instances)))
+                if saga_interval > 0:
+                    background.append(asyncio.create_task(_saga_stream(orch, saga_interval)))
                 try:
                     if console:
                         await _run_console(orch)
@@ -146,10 +179,10 @@ async def run_demo(
                         step("running headless; Ctrl-C stops everything")
                         await _until_interrupted()
                 finally:
-                    if chaos_task is not None:
-                        chaos_task.cancel()
+                    for task in background:
+                        task.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
-                            await chaos_task
+                            await task
                     step("stopping: deregistering the demo's instances")
                     await _deregister(orch, platform_instances)
                     step("stopping the daemon")
@@ -224,6 +257,13 @@ async def _register(orch: Orch, folder: Path, instances: list[DemoInstance]) -> 
         except ConflictError:
             update = {k: v for k, v in request.items() if k != "service_name"}
             await orch.registry.update_service(request["service_name"], update, actor=DEMO_ACTOR)
+    booking = folder / "full_service_booking.yaml"
+    if booking.is_file():
+        import yaml
+
+        await orch.workflow_definitions.register(
+            yaml.safe_load(booking.read_text()), actor=DEMO_ACTOR
+        )
     for inst in instances:
         await orch.registry.register_instance(
             inst.service,
@@ -311,17 +351,58 @@ def _announced_address(log_path: Path, offset: int) -> str | None:
 
 
 async def _chaos(instances: list[DemoInstance]) -> None:
-    """Every so often one instance fails its health checks for a while, then recovers."""
+    """Every so often trouble, then recovery: an instance fails its health checks, or
+    every instance of a service fails most business calls (retries, breakers open)."""
     rng = random.Random()
     async with httpx.AsyncClient(timeout=2) as client:
         while True:
             await asyncio.sleep(rng.uniform(15, 30))
-            victim = rng.choice(instances)
-            base = f"http://{victim.host}:{victim.port}"
+            if rng.random() < 0.5:
+                victims = [rng.choice(instances)]
+                trouble, calm = {"health": "fail"}, {"health": "ok"}
+            else:
+                service = rng.choice(sorted({i.service for i in instances}))
+                victims = [i for i in instances if i.service == service]
+                trouble, calm = {"failure_rate": 0.8}, {"failure_rate": 0.0}
             with contextlib.suppress(httpx.HTTPError):
-                await client.post(f"{base}/_knobs", json={"health": "fail"})
+                for victim in victims:
+                    await client.post(f"http://{victim.host}:{victim.port}/_knobs", json=trouble)
                 await asyncio.sleep(rng.uniform(10, 20))
-                await client.post(f"{base}/_knobs", json={"health": "ok"})
+                for victim in victims:
+                    await client.post(f"http://{victim.host}:{victim.port}/_knobs", json=calm)
+
+
+async def _saga_stream(orch: Orch, interval: float) -> None:
+    """A steady stream of full-service bookings; some fail on purpose (a declined card,
+    a fully booked photographer) so compensations show."""
+    rng = random.Random()
+    while True:
+        await asyncio.sleep(rng.uniform(0.5, 1.5) * interval)
+        declined = rng.random() < 0.1
+        wedding_id = uuid.uuid4()
+        context = {
+            "wedding_id": str(wedding_id),
+            "date": f"2027-{rng.randint(5, 9):02d}-{rng.randint(1, 28):02d}",
+            "guests": rng.randint(40, 220),
+            "venue_id": f"venue-{rng.randint(1, 400)}",
+            "menu": rng.choice(["classic", "vegetarian", "vegan", "premium"]),
+            "package": rng.choice(["essential", "classic", "signature"]),
+            "deposit_cents": 9_000_000 if declined else rng.randint(50, 400) * 1000,
+            "currency": "EUR",
+            "channel": rng.choice(["email", "sms"]),
+            "confirmation_template": "booking_confirmed",
+        }
+        with contextlib.suppress(OrchError):
+            await orch.workflows.start(
+                {
+                    "workflow_name": "full-service-booking",
+                    "wedding_id": str(wedding_id),
+                    "initiating_service": "booking",
+                    "correlation_id": f"demo-{uuid.uuid4().hex[:12]}",
+                    "context_data": context,
+                },
+                actor=DEMO_ACTOR,
+            )
 
 
 async def _run_console(orch: Orch) -> None:

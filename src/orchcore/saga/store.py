@@ -227,7 +227,7 @@ class WorkflowStore:
             events = await conn.fetch(Q.timeline_of, key)
         return GetWorkflowStatusResponse(
             workflow=_detail(row),
-            steps=[_step_view(s) for s in steps],
+            steps=[_step_view(s) for s in _in_definition_order(steps)],
             execution_timeline=[
                 TimelineEntry(
                     timestamp=e["occurred_at"],
@@ -813,6 +813,17 @@ def _step_rows(definition: WorkflowDefinition) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _in_definition_order(steps: list[asyncpg.Record]) -> list[asyncpg.Record]:
+    """Top-level steps by order, each parallel step followed by its branches' steps."""
+    top = sorted((s for s in steps if s["parent_step"] is None), key=lambda s: s["step_order"])
+    ordered: list[asyncpg.Record] = []
+    for step in top:
+        ordered.append(step)
+        inner = [s for s in steps if s["parent_step"] == step["step_name"]]
+        ordered.extend(sorted(inner, key=lambda s: (s["branch_name"] or "", s["step_order"])))
+    return ordered
 
 
 def _uuid(value: UUID | str, *, field: str = "workflow") -> UUID:
