@@ -14,6 +14,7 @@ from tests.support.database import (
     with_database,
 )
 from tests.support.http import SwitchableServer
+from tests.support.sagas import env  # noqa: F401  (a fixture for the saga tests)
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-
 from tests.support.api import serve_api
 from tests.support.polling import eventually
-from tests.test_saga import BOOKING, Env, env  # noqa: F401  (the env fixture)
+from tests.support.sagas import BOOKING, Env
 
 API = "/api/orchestration"
 

@@ -13,7 +13,7 @@ from tests.support.cli import run_orch
 from tests.support.daemons import DaemonProcess
 from tests.support.participant import Participant, participants
 from tests.support.registry import mark
-from tests.test_saga import BOOKING, SERVICES
+from tests.support.sagas import BOOKING, SERVICES
 
 pytestmark = pytest.mark.slow
 

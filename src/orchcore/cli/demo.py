@@ -359,7 +359,8 @@ async def _chaos(instances: list[DemoInstance]) -> None:
             await asyncio.sleep(rng.uniform(15, 30))
             if rng.random() < 0.5:
                 victims = [rng.choice(instances)]
-                trouble, calm = {"health": "fail"}, {"health": "ok"}
+                trouble: dict[str, object] = {"health": "fail"}
+                calm: dict[str, object] = {"health": "ok"}
             else:
                 service = rng.choice(sorted({i.service for i in instances}))
                 victims = [i for i in instances if i.service == service]
