@@ -196,7 +196,9 @@ class Orch:
         services = await self.registry.list_services()
         daemons = await self.daemons.list()
         breakers = await self.breakers.state_counts()
-        return summarise(services, daemons, breakers)
+        workflows = await self.workflows.status_counts()
+        alerts = await self.alerts.open_count()
+        return summarise(services, daemons, breakers, workflows, alerts)
 
 
 async def _open_pool(dsn: str, settings: Settings) -> Database:

@@ -65,7 +65,7 @@ async def status(orch: Orch, as_json: bool) -> None:
         click.echo(
             f"services:  {overview.services_healthy} healthy, "
             f"{overview.services_degraded} degraded, {overview.services_unhealthy} "
-            f"unhealthy of {overview.services_total}"
+            f"unhealthy, {overview.services_idle} without instances of {overview.services_total}"
         )
         states = ", ".join(f"{n} {s}" for s, n in sorted(overview.instances_by_state.items()))
         click.echo(f"instances: {states or 'none'}")
@@ -75,6 +75,17 @@ async def status(orch: Orch, as_json: bool) -> None:
             f"{b.get('half_open', 0)} half-open, {b.get('closed', 0)} closed"
             + (f", {b['disabled']} disabled" if b.get("disabled") else "")
         )
+        w = {k: n for k, n in overview.workflows_by_status.items() if n}
+        click.echo(
+            "workflows: "
+            + (", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(w.items())) or "none")
+            + (
+                f"; {overview.workflows_needing_intervention} need intervention"
+                if overview.workflows_needing_intervention
+                else ""
+            )
+        )
+        click.echo(f"alerts:    {overview.open_alerts} open")
         click.echo(f"daemons:   {overview.daemons_alive} alive")
         if overview.daemons:
             table(
