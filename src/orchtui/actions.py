@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from textual.binding import Binding
 
@@ -63,7 +64,17 @@ def allowed(actions: Iterable[ConsoleAction], *, readonly: bool) -> list[Console
 
 
 #: Performs a confirmed mutation: called with the acting operator and their reason.
-Perform = Callable[[str, str], Awaitable[object]]
+Perform = Callable[[str, str], Awaitable[Any]]
+
+Severity = Literal["information", "warning", "error"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the console says once a mutation has happened, when that depends on its result."""
+
+    message: str
+    severity: Severity = "information"
 
 
 @dataclass(frozen=True)
@@ -80,3 +91,8 @@ class Mutation:
     perform: Perform
     done: str  # said once it has happened: "Deregistered instance venue-2"
     consequence: str = ""  # what else happens, if not obvious
+    #: False where the engine keeps no reason for this change: then none is asked for
+    #: (asking and dropping it would be a lie told to the audit log).
+    needs_reason: bool = True
+    #: Turns what ``perform`` returned into what is said instead of ``done``.
+    report: Callable[[Any], Outcome] | None = None

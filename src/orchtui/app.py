@@ -63,6 +63,8 @@ GLOBAL_ACTIONS: tuple[ConsoleAction, ...] = (
         "command_palette",
         "Palette",
         "Find any pane or action by name",
+        # Not in the footer: at 80 columns a pane's own keys come first (help lists it).
+        show=False,
         key_display="^p",
         priority=True,
     ),
@@ -75,6 +77,17 @@ GLOBAL_ACTIONS: tuple[ConsoleAction, ...] = (
         key_display="esc",
     ),
     ConsoleAction("q", "quit", "Quit", "Leave the console"),
+    # Textual 8 binds ctrl+c to copying text (and a hint to press q); on a console run
+    # over SSH it is the reflex for "stop", as in k9s, so it quits from anywhere.
+    ConsoleAction(
+        "ctrl+c",
+        "quit",
+        "Quit",
+        "Leave the console, from anywhere (a prompt or a question too)",
+        show=False,
+        key_display="^c",
+        priority=True,
+    ),
 )
 
 
@@ -133,6 +146,7 @@ class OrchConsole(App[int]):
         self._first_pane = first_pane
         self._panes: set[Pane[Any]] = set()
         self._listener_connected: bool | None = None
+        self._notification_handler: Callable[[dict[str, Any]], None] | None = None
         self._failure: tuple[Pane[Any], BaseException] | None = None
         #: refresh ticks so far, paused or not (tests count them instead of sleeping)
         self.refresh_ticks = 0
@@ -156,6 +170,7 @@ class OrchConsole(App[int]):
         self.refresh_chrome()
 
     async def on_unmount(self) -> None:
+        self._stop_following_listener()
         if self._open_orch is not None and self.orch is not None:
             await self.orch.close()
 
@@ -164,12 +179,26 @@ class OrchConsole(App[int]):
         if listener is None:
             return
         self._listener_connected = listener.connected
+
         # The listener calls these from asyncpg's callbacks; posting a message moves
         # the work into the app's own loop, where widgets may be touched.
-        listener.subscribe(lambda payload: self._post_if_running(EngineNotification(payload)))
+        def forward(payload: dict[str, Any]) -> None:
+            self._post_if_running(EngineNotification(payload))
+
+        self._notification_handler = forward
+        listener.subscribe(forward)
+        # The listener has no way to drop a state handler; _post_if_running keeps a
+        # closed console from being posted to.
         listener.on_connection_state(
             lambda connected: self._post_if_running(ListenerStateChanged(connected))
         )
+
+    def _stop_following_listener(self) -> None:
+        """An engine outliving the console (a test's, an embedding app's) stops calling it."""
+        handler, self._notification_handler = self._notification_handler, None
+        listener = self.orch.listener if self.orch is not None else None
+        if handler is not None and listener is not None:
+            listener.unsubscribe(handler)
 
     def _post_if_running(self, message: Message) -> None:
         if self.is_running:
@@ -373,7 +402,7 @@ class OrchConsole(App[int]):
 
     async def _perform(self, mutation: Mutation, reason: str, origin: Pane[Any]) -> None:
         try:
-            await mutation.perform(self.actor, reason)
+            result = await mutation.perform(self.actor, reason)
         except OrchError as exc:
             self.notify(str(exc), title=f"{mutation.title} failed", severity="error")
         except Exception as exc:
@@ -382,7 +411,11 @@ class OrchConsole(App[int]):
                 f"{what}{describe_error(exc)}", title=f"{mutation.title} failed", severity="error"
             )
         else:
-            self.notify(mutation.done, title=mutation.title)
+            if mutation.report is not None:
+                outcome = mutation.report(result)
+                self.notify(outcome.message, title=mutation.title, severity=outcome.severity)
+            else:
+                self.notify(mutation.done, title=mutation.title)
         origin.mark_dirty()
 
 

@@ -9,12 +9,32 @@ def age(since: datetime | None, now: datetime) -> str:
     """How long ago, in the largest whole unit: ``4s``, ``3m``, ``2h``, ``5d``; ``–`` if never."""
     if since is None:
         return "–"
-    seconds = max(0, int((now - since).total_seconds()))
+    return duration((now - since).total_seconds())
+
+
+def duration(seconds: float) -> str:
+    """A span in the largest whole unit: ``4s``, ``3m``, ``2h``, ``5d``."""
+    whole = max(0, int(seconds))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+        if whole >= size:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"
 
 
 def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def countdown(until: datetime | None, now: datetime) -> str:
+    """How long until, in the largest whole unit: ``in 42s``, ``in 3m``; ``now`` once due."""
+    if until is None:
+        return "–"
+    seconds = int((until - now).total_seconds())
+    if seconds <= 0:
+        return "now"
+    for unit, size in (("d", 86400), ("h", 3600)):
+        if seconds >= size:
+            return f"in {seconds // size}{unit}"
+    if seconds >= 120:
+        return f"in {seconds // 60}m"
+    return f"in {seconds}s"

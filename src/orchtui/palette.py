@@ -47,8 +47,10 @@ class ConsoleCommands(Provider):
                         partial(console.run_pane_action, pane, action),
                     )
                 )
+        listed = {"command_palette"}  # the palette is open already
         for action in GLOBAL_ACTIONS:
-            if action.name != "command_palette":
+            if action.name not in listed:
+                listed.add(action.name)
                 entries.append(
                     PaletteEntry(
                         action.description,

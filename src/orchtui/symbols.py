@@ -24,6 +24,16 @@ _STATES: dict[str, tuple[str, str]] = {
     "passing": ("✓", "green"),
     "warning": ("▲", "yellow"),
     "failing": ("✖", "red"),
+    "no_instances": ("○", "bright_black"),
+    "deactivated": ("◌", "bright_black"),
+    # circuit breakers
+    "closed": ("●", "green"),
+    "open": ("✖", "red"),
+    "half_open": ("◐", "yellow"),
+    "forced_open": ("✖", "bold magenta"),
+    "disabled": ("○", "bright_black"),
+    # mesh policies (disabled as above)
+    "enabled": ("●", "green"),
     # connection
     "live": ("●", "green"),
     "offline": ("✖", "bold red"),
@@ -40,10 +50,15 @@ def state_style(state: str) -> str:
     return _STATES.get(state, _UNKNOWN)[1]
 
 
+def state_word(state: str) -> str:
+    """The state as a word on screen: ``half_open`` reads ``half-open``."""
+    return state.replace("_", "-")
+
+
 def state_text(state: str, label: str | None = None) -> Text:
     """``● healthy``: the state's symbol, then the label (the state's own word by default)."""
     symbol, style = _STATES.get(state, _UNKNOWN)
-    return Text(f"{symbol} {label if label is not None else state}", style=style)
+    return Text(f"{symbol} {label if label is not None else state_word(state)}", style=style)
 
 
 def check_text(result: str | None, output: str | None) -> Text:
@@ -61,3 +76,12 @@ def health_percent_state(percent: float) -> str:
     if percent >= 50:
         return "degraded"
     return "unhealthy"
+
+
+def service_text(health: str, live: int, *, active: bool = True) -> Text:
+    """A service's state: a service with nothing running is not "unhealthy" but empty."""
+    if not active:
+        return state_text("deactivated")
+    if live == 0:
+        return state_text("no_instances", "no instances")
+    return state_text(health)

@@ -3,15 +3,21 @@
 Services use TTL checks, so healthy and failing instances come from real heartbeats
 and a real health-check round driven by a ManualClock: no network, fixed addresses,
 the same screen every time. Used by the snapshot tests and by ``demo.py``.
+
+Breakers move through the call path's own breaker half (admit a call, record its
+outcome) and operators' resets, force-opens and disables; the calls themselves are
+recorded as the call path records them, so a breaker's 24-hour figures have data.
+No HTTP is made: the instances' addresses are never contacted.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from orchcore import ManualClock, Orch
+from orchcore.callpath.events import CallEvent
 
 #: Where the seeded story starts; a ManualClock at SEED_END + 2s sees fixed ages.
 SEED_START = datetime(2026, 6, 20, 12, 0, tzinfo=UTC)
@@ -36,6 +42,62 @@ PLATFORM: dict[str, tuple[str, str, dict[str, Any], dict[str, bool]]] = {
 }
 #: Instances of HTTP-checked services, registered last so no check probes them.
 STARTING = {"catering": ["catering-1", "catering-2"]}
+OPS = "ops@example"
+
+#: Mesh policies as an operator would write them (CreateMeshPolicyRequest).
+POLICIES: list[dict[str, Any]] = [
+    {
+        "policy_name": "payments-mtls",
+        "policy_type": "security",
+        "target_services": ["payments"],
+        "priority": 100,
+        "policy_config": {
+            "mutual_tls": {"mode": "strict"},
+            "authorization": {
+                "action": "allow",
+                "rules": [{"from": ["booking"], "to": ["payments"]}],
+            },
+        },
+    },
+    {
+        "policy_name": "venue-rate-limit",
+        "policy_type": "traffic",
+        "source_services": ["booking"],
+        "target_services": ["venue"],
+        "priority": 10,
+        "policy_config": {"rate_limiting": {"requests_per_second": 50, "burst_size": 100}},
+    },
+    {
+        "policy_name": "booking-resilience",
+        "policy_type": "resilience",
+        "source_services": ["booking"],
+        "priority": 5,
+        "policy_config": {
+            "retry_policy": {"max_attempts": 3, "timeout_per_attempt": 2},
+            "timeout": 5,
+        },
+    },
+    {
+        "policy_name": "venue-canary",
+        "policy_type": "traffic",
+        "target_services": ["venue"],
+        "is_enabled": False,
+        "policy_config": {
+            "traffic_splitting": {
+                "routes": [
+                    {"destination": "2.0.1", "weight": 90},
+                    {"destination": "2.1.0", "weight": 10},
+                ]
+            }
+        },
+    },
+    {
+        "policy_name": "trace-sampling",
+        "policy_type": "observability",
+        "priority": -10,
+        "policy_config": {"tracing": {"sampling_rate": 0.25}},
+    },
+]
 
 
 def address_of(instance_id: str) -> str:
@@ -66,16 +128,22 @@ async def seed_platform(orch: Orch, clock: ManualClock) -> datetime:
         "booking", "booking-4", actor="ops@example", reason="old version drained"
     )
 
+    for policy in POLICIES:
+        await orch.mesh.create(policy, actor=DEPLOYER)
+    await _resilience_before(orch)
+
     checker = orch.health_checker(checker_id=uuid.uuid4(), actor=CHECKER)
     try:
         # Lapsed TTLs turn unhealthy in the first round; by the third, payments-2 has been
         # down past its critical_after_seconds and turns critical (venue-3 has longer).
-        for _ in range(3):
+        for round_number in range(1, 4):
             await clock.advance(40)
             await _heartbeat_healthy(orch)
             await checker.run_once()
+            await _resilience_round(orch, round_number)
     finally:
         await checker.close()
+    await orch.events.flush()
 
     for name, instance_ids in STARTING.items():
         for instance_id in instance_ids:
@@ -93,6 +161,90 @@ async def _register(orch: Orch, service: str, instance_id: str, version: str) ->
             "version": version,
         },
         actor=DEPLOYER,
+    )
+
+
+async def _resilience_before(orch: Orch) -> None:
+    """A day of booking → venue traffic, and the breakers' first calls."""
+    now = orch.clock.now()
+    for hours_ago in range(23, 0, -1):
+        failures = {9: 6, 8: 14, 7: 3, 2: 1}.get(hours_ago, 0)
+        at = now - timedelta(hours=hours_ago)
+        for index in range(40):
+            _event(orch, "booking", "venue", "/venues/availability", index < failures, at)
+    await _calls(orch, "booking", "notifications", "/messages", [True] * 20)
+    await _calls(orch, "booking", "catering", "/menus", [True] * 8 + [False] * 2)
+    await _calls(orch, "booking", "photographer", "/slots", [True] * 5)
+    await _calls(orch, "booking", "venue", "/venues/availability", [True] * 12)
+    await orch.breakers.create(
+        {
+            "service_name": "booking",
+            "target_service": "payments",
+            "endpoint_pattern": "/payments/*",
+            "failure_threshold": 5,
+            "timeout_duration": 60,
+        },
+        actor=OPS,
+    )
+    await orch.breakers.create(
+        {
+            "service_name": "payments",
+            "target_service": "notifications",
+            "failure_threshold": 3,
+            "timeout_duration": 30,
+        },
+        actor=OPS,
+    )
+
+
+async def _resilience_round(orch: Orch, round_number: int) -> None:
+    """What happens to the breakers after each health-check round (40 s apart)."""
+    breakers = orch.breakers
+    if round_number == 1:
+        # payments-2 is failing: charges through it fail until the breaker opens.
+        await _calls(orch, "booking", "payments", "/payments/charge", [False] * 5)
+        notifications = await breakers.find("payments", "notifications")
+        await breakers.force_open(
+            notifications.id, actor=OPS, reason="SMS provider outage, INC-4211"
+        )
+    elif round_number == 2:
+        photographer = await breakers.find("booking", "photographer")
+        await breakers.disable(
+            photographer.id, actor=OPS, reason="photographer API in maintenance until 14:00"
+        )
+    else:
+        # 80 s after opening, the payments breaker lets a trial call through (half-open);
+        # venue-3 went critical, and calls to venue fail until its breaker opens.
+        await _calls(orch, "booking", "payments", "/payments/charge", [True])
+        await _calls(orch, "booking", "venue", "/venues/availability", [False] * 5)
+
+
+async def _calls(orch: Orch, source: str, target: str, endpoint: str, outcomes: list[bool]) -> None:
+    """Calls as the call path makes them: admitted by the breaker, outcome recorded."""
+    for ok in outcomes:
+        permit = await orch.breakers.admit(source, target, endpoint)
+        detail = "HTTP 200" if ok else "HTTP 503 Service Unavailable"
+        await orch.breakers.record(permit, success=ok, detail=detail)
+        _event(orch, source, target, endpoint, not ok, orch.clock.now())
+
+
+def _event(orch: Orch, source: str, target: str, endpoint: str, failed: bool, at: datetime) -> None:
+    orch.events.record(
+        CallEvent(
+            event_type="response",
+            trace_id=uuid.uuid4().hex,
+            span_id=uuid.uuid4().hex[:16],
+            parent_span_id=None,
+            source=source,
+            target=target,
+            method="GET",
+            endpoint=endpoint,
+            status_code=503 if failed else 200,
+            duration_ms=40,
+            error=None,
+            correlation_id=None,
+            at=at,
+        )
     )
 
 

@@ -9,9 +9,11 @@ import pytest
 from orchtui.app import GLOBAL_ACTIONS, OrchConsole
 from orchtui.pane import Pane
 from orchtui.panes import PANES, command_names, pane_for
+from orchtui.panes.breaker_detail import BreakerDetailPane
 from orchtui.panes.instances import InstancesPane
+from orchtui.panes.mesh_policy import MeshPolicyPane
 
-ALL_PANES: list[type[Pane[Any]]] = [*PANES, InstancesPane]
+ALL_PANES: list[type[Pane[Any]]] = [*PANES, InstancesPane, BreakerDetailPane, MeshPolicyPane]
 
 
 def test_pane_names_and_aliases_are_unique() -> None:
@@ -20,6 +22,8 @@ def test_pane_names_and_aliases_are_unique() -> None:
     assert all(pane.NAME and pane.TITLE and pane.SUMMARY for pane in PANES)
     assert "quit" in command_names()
     assert pane_for("SVC") is pane_for("services")
+    assert pane_for("cb") is pane_for("breakers")
+    assert pane_for("policies") is pane_for("mesh")
     assert pane_for("nothing") is None
 
 

@@ -11,7 +11,7 @@ from orchcore import Orch
 from orchtui.app import OrchConsole
 from orchtui.panes.overview import OverviewPane
 from orchtui.panes.services import ServicesPane
-from orchtui.screens import HelpScreen
+from orchtui.screens import ConfirmMutationScreen, HelpScreen
 from orchtui.widgets import KeyedTable
 from orchtui.widgets.header import ConsoleHeader
 from tests.console.helpers import (
@@ -92,11 +92,11 @@ async def test_question_mark_lists_pane_and_global_keys(orch: Orch) -> None:
             (":", "Go to a pane by name"),
             ("^p", "Find any pane or action by name"),
             ("esc", "Clear the filter, or go back"),
-            ("q", "Leave the console"),
+            ("q ^c", "Leave the console"),
         ]:
             row = re.compile(rf"│ {re.escape(key)} +{re.escape(description)} ")
             assert row.search(text), f"{key} {description} missing from help:\n{text}"
-        assert ":overview, :services" in text
+        assert ":overview, :services, :breakers, :mesh" in text
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
 
@@ -176,8 +176,8 @@ async def test_everything_fits_80_by_24(
     assert app.no_color is no_color
     async with app.run_test(size=SIZE):
         await pane_loaded(app, "services")
-        row = "notifications  1.0.0    scheduler  production   0/0      ✖ unhealthy"
-        text = await on_screen(app, row)
+        row = "notifications  1.0.0    scheduler  production   0/0      ○ no instances"
+        text = await on_screen(app, row, "q Quit")  # the footer draws after the rows
         lines = text.splitlines()
         assert len(lines) == 24
         assert all(len(line) <= 80 for line in lines)
@@ -196,3 +196,33 @@ async def test_escape_on_the_top_pane_does_nothing(orch: Orch) -> None:
         await pilot.press("escape")
         assert app.is_running
         await off_screen(app, "Services ›")
+
+
+@pytest.mark.parametrize("where", ["pane", "prompt", "question"])
+async def test_ctrl_c_quits_from_anywhere(orch: Orch, where: str) -> None:
+    """As the demo's README says: q or Ctrl-C stops it (Textual 8 alone only hints at q)."""
+    await register_service(orch, "booking")
+    app = OrchConsole(orch, first_pane="services")
+    async with app.run_test(size=SIZE) as pilot:
+        await pane_loaded(app, "services")
+        if where == "prompt":
+            await pilot.press("slash", "b")  # typing into the filter
+        elif where == "question":
+            await pilot.press("D")  # the confirmation, Cancel focused
+            assert isinstance(app.screen, ConfirmMutationScreen)
+        await pilot.press("ctrl+c")
+        await eventually(lambda: not app.is_running)
+    assert app.return_code == 0
+    assert (await orch.registry.get_service("booking")).is_active
+
+
+async def test_the_console_stops_listening_when_it_exits(orch: Orch) -> None:
+    """An engine that outlives the console (as here) no longer calls into it."""
+    listener = orch.listener
+    assert listener is not None
+    before = list(listener._handlers)
+    app = OrchConsole(orch, first_pane="services")
+    async with app.run_test(size=SIZE):
+        await pane_loaded(app, "services")
+        assert len(listener._handlers) == len(before) + 1
+    assert listener._handlers == before

@@ -133,3 +133,54 @@ def test_connection_lost_banner(snap_compare: SnapCompare, seeded: tuple[str, Ma
 
     app = console(seeded, first_pane="services")
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_breakers(snap_compare: SnapCompare, seeded: tuple[str, ManualClock]) -> None:
+    # booking → venue: opened by failing calls at the end of the story
+    app = console(seeded, first_pane="breakers")
+    keys = ("down",) * 4
+    assert snap_compare(app, terminal_size=SIZE, run_before=loaded("breakers", *keys))
+
+
+def test_breakers_no_color(
+    snap_compare: SnapCompare, seeded: tuple[str, ManualClock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = console(seeded, first_pane="breakers")
+    assert app.no_color
+    assert snap_compare(app, terminal_size=SIZE, run_before=loaded("breakers", "G"))
+
+
+def test_breaker_detail(snap_compare: SnapCompare, seeded: tuple[str, ManualClock]) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = pilot.app
+        assert isinstance(app, OrchConsole)
+        await pane_loaded(app, "breakers")
+        await pilot.press("down", "down", "down", "down", "enter")  # booking → venue
+        await pane_loaded(app, "breaker")
+
+    app = console(seeded, first_pane="breakers")
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_confirm_breaker_reset(snap_compare: SnapCompare, seeded: tuple[str, ManualClock]) -> None:
+    app = console(seeded, first_pane="breakers")
+    keys = ("down", "down", "down", "down", "r")
+    assert snap_compare(app, terminal_size=SIZE, run_before=loaded("breakers", *keys))
+
+
+def test_mesh(snap_compare: SnapCompare, seeded: tuple[str, ManualClock]) -> None:
+    app = console(seeded, first_pane="mesh")
+    assert snap_compare(app, terminal_size=SIZE, run_before=loaded("mesh", "down"))
+
+
+def test_mesh_policy(snap_compare: SnapCompare, seeded: tuple[str, ManualClock]) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = pilot.app
+        assert isinstance(app, OrchConsole)
+        await pane_loaded(app, "mesh")
+        await pilot.press("enter")  # payments-mtls, the highest priority
+        await pane_loaded(app, "policy")
+
+    app = console(seeded, first_pane="mesh")
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

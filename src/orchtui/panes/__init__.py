@@ -10,12 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 from orchtui.pane import Pane
+from orchtui.panes.breakers import BreakersPane
+from orchtui.panes.mesh import MeshPane
 from orchtui.panes.overview import OverviewPane
 from orchtui.panes.services import ServicesPane
 
 PANES: tuple[type[Pane[Any]], ...] = (
     OverviewPane,
     ServicesPane,
+    BreakersPane,
+    MeshPane,
 )
 
 

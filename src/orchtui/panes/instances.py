@@ -24,7 +24,7 @@ from orchcore.registry import Instance, InstanceStateEvent, Service
 from orchtui.actions import ConsoleAction, Mutation
 from orchtui.formatting import age
 from orchtui.pane import Pane
-from orchtui.symbols import check_text, state_text
+from orchtui.symbols import check_text, service_text, state_text
 from orchtui.widgets import Column, KeyedTable, Row
 
 #: How many of the service's latest state changes to show.
@@ -112,7 +112,7 @@ def service_summary(service: Service) -> Text:
         how = f"http {service.health_check_endpoint or '/'} every {check.interval_seconds:g}s"
     else:
         how = f"ttl heartbeat within {check.ttl_seconds:g}s"
-    text = state_text(service.health_status)
+    text = service_text(service.health_status, service.live_instances)
     text.append(
         f"  {service.service_version} · {service.service_type} · "
         f"{service.deployment_environment} · {how}",

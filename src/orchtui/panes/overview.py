@@ -1,6 +1,7 @@
 """Overview: the whole system on one screen.
 
-Fetch: :meth:`orchcore.Orch.overview`, plus the services that need attention. Render:
+Fetch: :meth:`orchcore.Orch.overview`, plus the services and breakers that need
+attention. Render:
 one line per section. A later concern (workflows, breakers, queues) adds its figures
 to the snapshot and a function to :data:`SECTIONS` that turns them into its line.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from rich.console import Group, RenderableType
@@ -22,13 +23,21 @@ from textual.widgets import Static
 from orchcore import Orch
 from orchcore.overview import SystemOverview
 from orchcore.registry.models import GONE_STATUSES, LIVE_STATUSES
+from orchtui.formatting import age
 from orchtui.pane import Pane
-from orchtui.symbols import health_percent_state, state_style, state_symbol, state_text
+from orchtui.panes.breaker_view import TROUBLED, counts_text
+from orchtui.symbols import (
+    health_percent_state,
+    state_style,
+    state_symbol,
+    state_text,
+    state_word,
+)
 
 HEALTH_BAR_WIDTH = 20
 
 
-#: How many services the attention line names before saying "and N more".
+#: How many services and breakers the attention line names before saying "and N more".
 ATTENTION_LIMIT = 6
 
 
@@ -41,15 +50,26 @@ class TroubledService:
 
 
 @dataclass(frozen=True)
+class TroubledBreaker:
+    label: str  # booking → venue *
+    state: str  # open, forced_open or half_open
+    since: datetime
+
+
+@dataclass(frozen=True)
 class OverviewSnapshot:
     system: SystemOverview
     #: services not healthy, worst first
     attention: list[TroubledService]
     taken_at: datetime
+    #: breakers refusing calls or trying them again, open ones first
+    breakers: list[TroubledBreaker] = field(default_factory=list)
 
 
 async def fetch_overview(orch: Orch) -> OverviewSnapshot:
-    system, services = await asyncio.gather(orch.overview(), orch.registry.list_services())
+    system, services, breakers = await asyncio.gather(
+        orch.overview(), orch.registry.list_services(), orch.breakers.list_breakers()
+    )
     severity = {"unhealthy": 0, "degraded": 1}
     troubled = sorted(
         (s for s in services if s.health_status != "healthy"),
@@ -59,7 +79,20 @@ async def fetch_overview(orch: Orch) -> OverviewSnapshot:
         TroubledService(s.service_name, s.health_status, s.healthy_instances, s.live_instances)
         for s in troubled
     ]
-    return OverviewSnapshot(system=system, attention=attention, taken_at=orch.clock.now())
+    troubled_breakers = [
+        TroubledBreaker(
+            label=f"{b.service_name} → {b.target_service} {b.endpoint_pattern}",
+            state=b.current_state,
+            since=b.state_changed_at,
+        )
+        for b in sorted(
+            (b for b in breakers if b.current_state in TROUBLED),
+            key=lambda b: TROUBLED.index(b.current_state),
+        )
+    ]
+    return OverviewSnapshot(
+        system=system, attention=attention, taken_at=orch.clock.now(), breakers=troubled_breakers
+    )
 
 
 # -- sections ------------------------------------------------------------------------------
@@ -99,6 +132,11 @@ def services_line(snapshot: OverviewSnapshot) -> OverviewLine:
         ("unhealthy", system.services_unhealthy),
     ):
         text.append_text(_count(state, count))
+    if system.services_idle:
+        # No live instance: empty rather than unhealthy (the Services pane's ○ no
+        # instances), and named only when there are any.
+        style = state_style("no_instances")
+        text.append(f"{state_symbol('no_instances')} {system.services_idle} idle", style)
     return OverviewLine("Services", text)
 
 
@@ -116,20 +154,50 @@ def instances_line(snapshot: OverviewSnapshot) -> OverviewLine:
     return OverviewLine("Instances", text)
 
 
+def breakers_line(snapshot: OverviewSnapshot) -> OverviewLine:
+    by_state = snapshot.system.breakers_by_state
+    if not sum(by_state.values()):
+        return OverviewLine(
+            "Breakers", Text("none yet (made on a service's first call)", style="bright_black")
+        )
+    # No total, unlike the lines above: the counts by state fill the width already.
+    return OverviewLine("Breakers", counts_text(by_state))
+
+
 def attention_line(snapshot: OverviewSnapshot) -> OverviewLine:
-    if not snapshot.system.services_total:
+    if not snapshot.system.services_total and not snapshot.breakers:
         return OverviewLine("Attention", Text("no services registered", style="bright_black"))
-    if not snapshot.attention:
+    if not snapshot.attention and not snapshot.breakers:
         return OverviewLine("Attention", state_text("healthy", "every service is healthy"))
-    text = Text()
-    for index, service in enumerate(snapshot.attention[:ATTENTION_LIMIT]):
-        if index:
-            text.append("\n")
-        text.append_text(state_text(service.status, service.name))
-        text.append(f"  {service.healthy}/{service.live} healthy", style="bright_black")
-    hidden = len(snapshot.attention) - ATTENTION_LIMIT
-    if hidden > 0:
-        text.append(f"\nand {hidden} more (:services)", style="bright_black")
+    lines: list[Text] = []
+    for service in snapshot.attention:
+        if service.live:
+            line = state_text(service.status, service.name)
+            line.append(f"  {service.healthy}/{service.live} healthy", style="bright_black")
+        else:
+            line = state_text("no_instances", service.name)
+            line.append("  no live instances", style="bright_black")
+        lines.append(line)
+    for breaker in snapshot.breakers:
+        line = state_text(breaker.state, breaker.label)
+        line.append(
+            f"  {state_word(breaker.state)} for {age(breaker.since, snapshot.taken_at)}",
+            style="bright_black",
+        )
+        lines.append(line)
+    text = Text("\n").join(lines[:ATTENTION_LIMIT])
+    hidden_services = max(0, len(snapshot.attention) - ATTENTION_LIMIT)
+    hidden_breakers = len(lines) - ATTENTION_LIMIT - hidden_services
+    more = [
+        f"{count} more {kind} (:{pane})"
+        for count, kind, pane in (
+            (hidden_services, "services" if hidden_services > 1 else "service", "services"),
+            (hidden_breakers, "breakers" if hidden_breakers > 1 else "breaker", "breakers"),
+        )
+        if count > 0
+    ]
+    if more:
+        text.append("\nand " + ", ".join(more), style="bright_black")
     return OverviewLine("Attention", text)
 
 
@@ -147,7 +215,7 @@ def daemons_line(snapshot: OverviewSnapshot) -> OverviewLine:
 
 def _count(state: str, count: int) -> Text:
     style = state_style(state) if count else "bright_black"
-    return Text(f"{state_symbol(state)} {count} {state}  ", style=style)
+    return Text(f"{state_symbol(state)} {count} {state_word(state)}  ", style=style)
 
 
 #: The Overview's lines, top to bottom. Later concerns append theirs.
@@ -155,6 +223,7 @@ SECTIONS: list[Callable[[OverviewSnapshot], OverviewLine]] = [
     health_line,
     services_line,
     instances_line,
+    breakers_line,
     daemons_line,
     attention_line,
 ]
@@ -176,8 +245,8 @@ class OverviewPane(Pane[OverviewSnapshot]):
     NAME = "overview"
     ALIASES = ("ov", "status")
     TITLE = "Overview"
-    SUMMARY = "system health, services, instances and daemons at a glance"
-    TOPICS = frozenset({"service", "instance"})
+    SUMMARY = "system health, services, instances, breakers and daemons at a glance"
+    TOPICS = frozenset({"service", "instance", "breaker"})
     ACTIONS = ()
 
     def compose(self) -> ComposeResult:
@@ -195,4 +264,11 @@ class OverviewPane(Pane[OverviewSnapshot]):
         self.query_one("#overview-body", Static).update(render_overview(snapshot))
 
 
-__all__ = ["SECTIONS", "OverviewLine", "OverviewPane", "OverviewSnapshot", "fetch_overview"]
+__all__ = [
+    "SECTIONS",
+    "OverviewLine",
+    "OverviewPane",
+    "OverviewSnapshot",
+    "TroubledBreaker",
+    "fetch_overview",
+]

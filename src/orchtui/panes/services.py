@@ -19,7 +19,7 @@ from orchtui.actions import ConsoleAction, Mutation
 from orchtui.formatting import plural
 from orchtui.pane import Pane
 from orchtui.panes.instances import InstancesPane
-from orchtui.symbols import state_text
+from orchtui.symbols import service_text
 from orchtui.widgets import Column, KeyedTable, Row
 
 COLUMNS = (
@@ -54,7 +54,7 @@ def service_row(service: Service) -> Row:
             service.service_type,
             service.deployment_environment,
             f"{service.healthy_instances}/{service.live_instances}",
-            state_text(service.health_status),
+            service_text(service.health_status, service.live_instances, active=service.is_active),
         ),
     )
 

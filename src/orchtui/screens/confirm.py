@@ -18,7 +18,8 @@ class ConfirmMutationScreen(ModalScreen[str | None]):
     """Dismisses with the operator's reason when confirmed, or None when cancelled.
 
     Cancel has the focus, so a reflexive Enter does nothing harmful. Confirming needs
-    a reason, because the audit log records who did it *and why*.
+    a reason, because the audit log records who did it *and why* (unless the engine
+    keeps no reason for this change: then none is asked for, and "" is returned).
     """
 
     AUTO_FOCUS = "#cancel"
@@ -35,9 +36,12 @@ class ConfirmMutationScreen(ModalScreen[str | None]):
             yield Static(self.mutation.question, id="confirm-question")
             if self.mutation.consequence:
                 yield Static(self.mutation.consequence, id="confirm-consequence")
-            yield Label("Reason, recorded in the audit log (Enter confirms):")
-            yield Input(placeholder="why?", id="confirm-reason", compact=True)
-            yield Static("", id="confirm-error")  # shown only when there is something to say
+            if self.mutation.needs_reason:
+                yield Label("Reason, recorded in the audit log (Enter confirms):")
+                yield Input(placeholder="why?", id="confirm-reason", compact=True)
+                yield Static("", id="confirm-error")  # shown only when there is something to say
+            else:
+                yield Label("Recorded in the audit log under your name.")
             with Horizontal(id="confirm-buttons"):
                 yield Static(f"acting as {self.actor}", id="confirm-actor")
                 yield Button("Cancel", id="cancel", compact=True)
@@ -45,6 +49,8 @@ class ConfirmMutationScreen(ModalScreen[str | None]):
 
     @property
     def reason(self) -> str:
+        if not self.mutation.needs_reason:
+            return ""
         return self.query_one("#confirm-reason", Input).value.strip()
 
     def action_cancel(self) -> None:
@@ -63,7 +69,7 @@ class ConfirmMutationScreen(ModalScreen[str | None]):
         self._confirm()
 
     def _confirm(self) -> None:
-        if not self.reason:
+        if self.mutation.needs_reason and not self.reason:
             error = self.query_one("#confirm-error", Static)
             error.update("✖ a reason is required")
             error.display = True

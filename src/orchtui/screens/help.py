@@ -87,10 +87,16 @@ class HelpScreen(ModalScreen[None]):
 
 
 def _action_rows(actions: Sequence[ConsoleAction]) -> list[tuple[str, str | Text]]:
-    rows: list[tuple[str, str | Text]] = []
+    """One row per action; an action with two keys (q and ^c quit) reads ``q ^c``."""
+    keys: dict[str, list[str]] = {}
+    first: dict[str, ConsoleAction] = {}
     for action in actions:
+        keys.setdefault(action.name, []).append(action.shown_key)
+        first.setdefault(action.name, action)
+    rows: list[tuple[str, str | Text]] = []
+    for name, action in first.items():
         description = Text(action.long_description)
         if action.mutating:
             description.append("  !", style="bold")
-        rows.append((action.shown_key, description))
+        rows.append((" ".join(keys[name]), description))
     return rows
