@@ -39,7 +39,8 @@ async def test_opens_after_consecutive_failures_and_rejects_without_calling(
     await http_server.set_mode("error")
     for _ in range(5):
         assert await call(caller) == 500
-    assert await breaker_state(orch) == "open"
+    opened = await orch.breakers.find("booking", "venue")
+    assert (opened.current_state, opened.failure_count) == ("open", 5)
     reached = http_server.count()
     with pytest.raises(BreakerOpenError) as caught:
         await call(caller)

@@ -52,6 +52,10 @@ class NotificationListener:
     def on_connection_state(self, handler: Callable[[bool], None]) -> None:
         self._state_handlers.append(handler)
 
+    def remove_connection_state_handler(self, handler: Callable[[bool], None]) -> None:
+        if handler in self._state_handlers:
+            self._state_handlers.remove(handler)
+
     async def start(self) -> None:
         """Connect once (raising if the database is unreachable), then keep connected."""
         await self._connect()

@@ -284,7 +284,9 @@ class MeshPolicies:
         ]
         return GetMeshPoliciesResponse(policies=entries, policy_types=types)
 
-    async def apply(self, key: str | UUID, *, actor: str) -> ApplyPolicyResponse:
+    async def apply(
+        self, key: str | UUID, *, actor: str, reason: str | None = None
+    ) -> ApplyPolicyResponse:
         """Check a policy against the registry and push it to every daemon now."""
         policy = await self.get(key)
         live = await self._live_instances()
@@ -323,6 +325,7 @@ class MeshPolicies:
                 target_kind="mesh_policy",
                 target_id=policy.policy_name,
                 at=now,
+                reason=reason,
                 details={"status": status, "services": services, "instances": instances},
             )
         await self.reload()

@@ -51,7 +51,7 @@ WHERE breaker_id = $1 AND occurred_at < $2 ORDER BY occurred_at DESC, id DESC LI
 -- name: call_totals_by_hour
 -- Calls from source to target whose endpoint matches the breaker's LIKE pattern
 -- (refusals, which never reached the target, are not requests).
-SELECT date_trunc('hour', created_at) AS hour,
+SELECT date_trunc('hour', created_at AT TIME ZONE 'UTC') AS hour,
        count(*) AS total,
        count(*) FILTER (WHERE event_type IN ('error', 'timeout') OR status_code >= 500) AS failed
 FROM service_events
