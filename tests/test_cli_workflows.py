@@ -12,8 +12,7 @@ from orchcore import Orch
 from tests.support.cli import run_orch
 from tests.support.daemons import DaemonProcess
 from tests.support.participant import Participant, participants
-from tests.support.registry import mark
-from tests.support.sagas import BOOKING, SERVICES
+from tests.support.sagas import BOOKING, SERVICES, register_participants
 
 pytestmark = pytest.mark.slow
 
@@ -21,22 +20,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 async def platform(orch: Orch, dsn: str) -> AsyncIterator[dict[str, Participant]]:
     async with participants(*SERVICES) as services:
-        for name, participant in services.items():
-            await orch.registry.register_service(
-                {"service_name": name, "service_type": "api", "deployment_environment": "staging"},
-                actor="t",
-            )
-            await orch.registry.register_instance(
-                name,
-                {
-                    "instance_id": f"{name}-1",
-                    "ip_address": "127.0.0.1",
-                    "port": participant.port,
-                    "version": "1",
-                },
-                actor="t",
-            )
-            await mark(orch, f"{name}-1", "healthy")
+        await register_participants(orch, services)
         daemon = await DaemonProcess(dsn, "cli-test", "--no-health-checks").start()
         try:
             yield services

@@ -11,6 +11,7 @@ import pytest
 
 from orchcore import ManualClock, NoHealthyInstanceError, NotFoundError, Orch, Settings
 from tests.support.polling import eventually
+from tests.support.registry import mark
 
 ACTOR = "test"
 
@@ -38,22 +39,6 @@ async def service_with_instances(
         )
         ids.append(inst.instance_id)
     return ids
-
-
-async def mark(orch: Orch, instance_id: str, to_status: str) -> None:
-    """Change an instance's status the way a checker does, via the registry's transition."""
-    inst = await orch.registry.get_instance(instance_id)
-    async with orch.db.transaction() as conn:
-        assert await orch.registry._transition(
-            conn,
-            inst.id,
-            inst.service_id,
-            inst.status,
-            to_status,
-            reason="test",
-            actor=ACTOR,
-            at=orch.clock.now(),
-        )
 
 
 async def healthy_seen(orch: Orch, service: str, n: int) -> bool:

@@ -105,26 +105,31 @@ class Env:
         raise AssertionError(f"{workflow_id} stuck in {await self.status(workflow_id)}")
 
 
+async def register_participants(orch: Orch, services: dict[str, Participant]) -> None:
+    """Each participant as a service with one healthy instance."""
+    for name, participant in services.items():
+        await orch.registry.register_service(
+            {"service_name": name, "service_type": "api", "deployment_environment": "staging"},
+            actor="t",
+        )
+        await orch.registry.register_instance(
+            name,
+            {
+                "instance_id": f"{name}-1",
+                "ip_address": "127.0.0.1",
+                "port": participant.port,
+                "version": "1",
+            },
+            actor="t",
+        )
+        await mark(orch, f"{name}-1", "healthy")
+    await orch.discovery.refresh_all()
+
+
 @pytest.fixture
 async def env(orch: Orch, clock: ManualClock) -> AsyncIterator[Env]:
     async with participants(*SERVICES) as services:
-        for name, participant in services.items():
-            await orch.registry.register_service(
-                {"service_name": name, "service_type": "api", "deployment_environment": "staging"},
-                actor="t",
-            )
-            await orch.registry.register_instance(
-                name,
-                {
-                    "instance_id": f"{name}-1",
-                    "ip_address": "127.0.0.1",
-                    "port": participant.port,
-                    "version": "1",
-                },
-                actor="t",
-            )
-            await mark(orch, f"{name}-1", "healthy")
-        await orch.discovery.refresh_all()
+        await register_participants(orch, services)
         await orch.workflow_definitions.register(BOOKING, actor="t")
         runner = SagaRunner(
             orch, owner="runner-a", actor="daemon:a", lease_seconds=30, poll_seconds=0.2

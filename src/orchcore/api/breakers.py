@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
@@ -86,27 +88,21 @@ async def reset_breaker(
 
 
 @router.put(
-    "/circuit-breakers/{breaker_id}/force-open",
+    "/circuit-breakers/{breaker_id}/{verb}",
     response_model=Breaker,
     dependencies=[allowed(Action.WRITE)],
 )
-async def force_open_breaker(
-    breaker_id: str, request: OperatorReason, orch: Engine, caller: Caller
+async def force_open_or_disable(
+    breaker_id: str,
+    verb: Literal["force-open", "disable"],
+    request: OperatorReason,
+    orch: Engine,
+    caller: Caller,
 ) -> Breaker:
+    """force-open: reject every call until reset; disable: let every call through."""
     found = await orch.breakers.get_by_ref(breaker_id)
-    return await orch.breakers.force_open(found.id, actor=caller.actor, reason=request.reason)
-
-
-@router.put(
-    "/circuit-breakers/{breaker_id}/disable",
-    response_model=Breaker,
-    dependencies=[allowed(Action.WRITE)],
-)
-async def disable_breaker(
-    breaker_id: str, request: OperatorReason, orch: Engine, caller: Caller
-) -> Breaker:
-    found = await orch.breakers.get_by_ref(breaker_id)
-    return await orch.breakers.disable(found.id, actor=caller.actor, reason=request.reason)
+    action = orch.breakers.force_open if verb == "force-open" else orch.breakers.disable
+    return await action(found.id, actor=caller.actor, reason=request.reason)
 
 
 @router.get(
