@@ -113,7 +113,10 @@ class ServiceEventRecorder:
 
     async def _flush_forever(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+            # lands as the inner wait finishes, and stop() would then wait forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._full.wait(), self._flush_interval)
+                async with asyncio.timeout(self._flush_interval):
+                    await self._full.wait()
             self._full.clear()
             await self.flush()

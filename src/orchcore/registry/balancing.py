@@ -53,9 +53,14 @@ class PowerOfTwoChoices:
     def pick(
         self, key: str, healthy: Sequence[Endpoint], weights: Mapping[str, int] | None = None
     ) -> Endpoint:
-        if len(healthy) == 1:
+        count = len(healthy)
+        if count == 1:
             return healthy[0]
-        first, second = self._rng.sample(range(len(healthy)), 2)
+        # Two distinct indices from two draws (random.sample costs more than the pick).
+        first = int(self._rng.random() * count)
+        second = int(self._rng.random() * (count - 1))
+        if second >= first:
+            second += 1
         a, b = healthy[first], healthy[second]
         return b if self._in_flight[b.id] < self._in_flight[a.id] else a
 
