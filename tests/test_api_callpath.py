@@ -153,3 +153,29 @@ async def test_mesh_policy_routes(
     assert (
         await api.get(f"/api/orchestration/mesh/policies/{policy_id}", headers=auth)
     ).status_code == 404
+
+
+async def test_a_call_through_the_api_keeps_refusal_statuses(
+    orch: Orch, api: httpx.AsyncClient, http_server: SwitchableServer
+) -> None:
+    await healthy_service(orch, "venue", [http_server])
+    await orch.mesh.create(
+        {
+            "policy_name": "venue-limit",
+            "policy_type": "traffic",
+            "target_services": ["venue"],
+            "policy_config": {"rate_limiting": {"requests_per_second": 1, "burst_size": 2}},
+        },
+        actor="t",
+    )
+    auth = await headers(orch)
+    body = {"endpoint": "/reservations", "method": "GET", "source": "booking"}
+    answers = [
+        await api.post("/api/orchestration/services/venue/call", json=body, headers=auth)
+        for _ in range(3)
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[0].json()["status_code"] == 200
+    assert "rate limit booking → venue (1/s) exceeded" in answers[2].json()["detail"]
+    missing = await api.post("/api/orchestration/services/ghost/call", json=body, headers=auth)
+    assert missing.status_code == 404

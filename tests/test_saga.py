@@ -581,3 +581,18 @@ async def test_list_filters_and_summary(env: Env) -> None:
     assert entry.duration_ms is not None
     with pytest.raises(ValidationFailed, match="status"):
         await env.orch.workflows.list_workflows(status=["exploded"])
+
+
+async def test_retry_failed_steps_reruns_only_the_failed_branch(env: Env) -> None:
+    await env.orch.workflow_definitions.register(
+        {**FULL_SERVICE, "name": "vendors-no-undo", "compensation_strategy": "none"}, actor="t"
+    )
+    env.services["photographer"].always_fail["/bookings"] = 409
+    workflow_id = await env.start("vendors-no-undo")
+    await env.until(workflow_id, "failed")
+    del env.services["photographer"].always_fail["/bookings"]
+    await env.orch.workflows.retry(workflow_id, {"retry_strategy": "failed_steps"}, actor="ops")
+    await env.until(workflow_id, "completed")
+    assert len(env.services["catering"].calls) == 1  # the branch that had succeeded
+    assert len(env.services["photographer"].calls) == 2
+    assert len(env.services["payment"].calls) == 1
