@@ -29,7 +29,7 @@ import asyncpg
 from orchcore.db import Queries
 from orchcore.saga import planner
 from orchcore.saga.execution import Outcome, call_compensation, call_forward, idempotency_key
-from orchcore.saga.models import RUNNABLE_STATUSES, Branch
+from orchcore.saga.models import RUNNABLE_STATUSES, TERMINAL_STATUSES, Branch
 from orchcore.saga.paths import PathError, apply_output
 from orchcore.saga.state import AlertDraft, StepState, WorkflowState
 
@@ -196,7 +196,27 @@ class Drive:
         try:
             await self._loop()
         except StopDrive:
+            pass
+        self._log_end()
+
+    def _log_end(self) -> None:
+        """One line when a workflow ends (or parks for a person)."""
+        state = self.state
+        if state.status not in TERMINAL_STATUSES:
             return
+        log.log(
+            logging.WARNING if state.status == "compensation_failed" else logging.INFO,
+            "workflow %s %s",
+            state.name,
+            state.status.replace("_", " "),
+            extra={
+                "workflow_id": str(state.id),
+                "workflow": state.name,
+                "correlation_id": state.correlation_id,
+                "status": state.status,
+                "error": (state.error_details or {}).get("error_message"),
+            },
+        )
 
     async def _loop(self) -> None:
         caller = await self.runner._orch.caller()
