@@ -193,10 +193,8 @@ class Drive:
         self._needs_commit = False
 
     async def run(self) -> None:
-        try:
+        with contextlib.suppress(StopDrive):  # an operator's change ended the drive
             await self._loop()
-        except StopDrive:
-            pass
         self._log_end()
 
     def _log_end(self) -> None:
