@@ -11,7 +11,7 @@ and asks why (see :class:`Mutation`).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from textual.binding import Binding
@@ -77,6 +77,30 @@ class Outcome:
     severity: Severity = "information"
 
 
+class Unavailable(Exception):
+    """Raised by a ``mutation_<name>`` to say why there is nothing to confirm.
+
+    The message is shown to the operator instead of a question ("No failed step to
+    skip."), so a key pressed on the wrong row explains itself.
+    """
+
+
+@dataclass
+class ExtraField:
+    """One more thing the confirmation asks for besides the reason (a step's output, say).
+
+    ``parse`` turns what was typed into the value, raising ``ValueError`` with a message
+    for the operator when it cannot; the confirmation stays open until it parses. Once
+    confirmed, ``value`` holds the result for the mutation's ``perform`` to read.
+    """
+
+    label: str
+    placeholder: str = ""
+    initial: str = ""
+    parse: Callable[[str], Any] = str
+    value: Any = field(default=None, init=False)
+
+
 @dataclass(frozen=True)
 class Mutation:
     """A state change an operator asked for, waiting for their confirmation.
@@ -96,3 +120,8 @@ class Mutation:
     needs_reason: bool = True
     #: Turns what ``perform`` returned into what is said instead of ``done``.
     report: Callable[[Any], Outcome] | None = None
+    #: What the reason field is called, where the engine records it as something else
+    #: (a note of what was done by hand, say).
+    reason_label: str = "Reason, recorded in the audit log (Enter confirms):"
+    #: Asked for above the reason, when the change needs more than a reason.
+    extra: ExtraField | None = None

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from textual.widget import Widget
 
 from orchcore import Orch
-from orchtui.actions import ConsoleAction, Mutation
+from orchtui.actions import ConsoleAction, Mutation, Unavailable
 from orchtui.formatting import age
 from orchtui.widgets.keyed_table import KeyedTable
 
@@ -202,7 +202,11 @@ class Pane(Widget, Generic[SnapshotT]):
         if name not in declared:
             raise ValueError(f"{type(self).__name__} declares no mutating action {name!r}")
         build: Callable[[], Mutation | None] = getattr(self, f"mutation_{name}")
-        mutation = build()
+        try:
+            mutation = build()
+        except Unavailable as why:
+            self.notify(str(why), severity="warning")
+            return
         if mutation is None:
             self.notify("Select a row first.", severity="warning")
             return

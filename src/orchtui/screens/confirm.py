@@ -36,12 +36,18 @@ class ConfirmMutationScreen(ModalScreen[str | None]):
             yield Static(self.mutation.question, id="confirm-question")
             if self.mutation.consequence:
                 yield Static(self.mutation.consequence, id="confirm-consequence")
+            extra = self.mutation.extra
+            if extra is not None:
+                yield Label(extra.label)
+                yield Input(
+                    extra.initial, placeholder=extra.placeholder, id="confirm-extra", compact=True
+                )
             if self.mutation.needs_reason:
-                yield Label("Reason, recorded in the audit log (Enter confirms):")
+                yield Label(self.mutation.reason_label)
                 yield Input(placeholder="why?", id="confirm-reason", compact=True)
-                yield Static("", id="confirm-error")  # shown only when there is something to say
             else:
                 yield Label("Recorded in the audit log under your name.")
+            yield Static("", id="confirm-error")  # shown only when there is something to say
             with Horizontal(id="confirm-buttons"):
                 yield Static(f"acting as {self.actor}", id="confirm-actor")
                 yield Button("Cancel", id="cancel", compact=True)
@@ -68,11 +74,32 @@ class ConfirmMutationScreen(ModalScreen[str | None]):
     def _reason_submitted(self) -> None:
         self._confirm()
 
-    def _confirm(self) -> None:
+    @on(Input.Submitted, "#confirm-extra")
+    def _extra_submitted(self) -> None:
+        # Enter in the first of two fields moves on to the reason rather than confirming.
         if self.mutation.needs_reason and not self.reason:
-            error = self.query_one("#confirm-error", Static)
-            error.update("✖ a reason is required")
-            error.display = True
             self.query_one("#confirm-reason", Input).focus()
+        else:
+            self._confirm()
+
+    def _confirm(self) -> None:
+        extra = self.mutation.extra
+        if extra is not None:
+            field = self.query_one("#confirm-extra", Input)
+            try:
+                value = extra.parse(field.value)
+            except ValueError as exc:
+                self._refuse(f"✖ {exc}", field)
+                return
+        if self.mutation.needs_reason and not self.reason:
+            self._refuse("✖ a reason is required", self.query_one("#confirm-reason", Input))
             return
+        if extra is not None:
+            extra.value = value
         self.dismiss(self.reason)
+
+    def _refuse(self, message: str, field: Input) -> None:
+        error = self.query_one("#confirm-error", Static)
+        error.update(message)
+        error.display = True
+        field.focus()
