@@ -38,3 +38,26 @@ def countdown(until: datetime | None, now: datetime) -> str:
     if seconds >= 120:
         return f"in {seconds // 60}m"
     return f"in {seconds}s"
+
+
+def took(milliseconds: float | None) -> str:
+    """How long something ran, precise where it is short: ``350ms``, ``4.2s``, ``3m``."""
+    if milliseconds is None:
+        return "–"
+    if milliseconds < 1000:
+        return f"{milliseconds:.0f}ms"
+    if milliseconds < 60_000:
+        return f"{milliseconds / 1000:.1f}s"
+    return duration(milliseconds / 1000)
+
+
+def offset(seconds: float) -> str:
+    """A moment relative to a start: ``+0.35s``, ``+12.4s``, ``+3m05s``, ``+2h10m``."""
+    if seconds < 10:
+        return f"+{seconds:.2f}s"
+    if seconds < 60:
+        return f"+{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"+{whole // 60}m{whole % 60:02d}s"
+    return f"+{whole // 3600}h{whole % 3600 // 60:02d}m"

@@ -34,6 +34,19 @@ _STATES: dict[str, tuple[str, str]] = {
     "disabled": ("○", "bright_black"),
     # mesh policies (disabled as above)
     "enabled": ("●", "green"),
+    # workflows and their steps (the CLI's set: orch workflow list)
+    "pending": ("○", "bright_black"),
+    "running": ("▶", "cyan"),
+    "retrying": ("↻", "yellow"),
+    "waiting": ("◔", "cyan"),
+    "paused": ("‖", "magenta"),
+    "compensating": ("↶", "yellow"),
+    "compensated": ("↺", "blue"),
+    "completed": ("●", "green"),
+    "failed": ("✖", "red"),
+    "compensation_failed": ("⚠", "bold red"),
+    "cancelled": ("◌", "bright_black"),
+    "skipped": ("↷", "bright_black"),
     # connection
     "live": ("●", "green"),
     "offline": ("✖", "bold red"),

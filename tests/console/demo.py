@@ -14,13 +14,14 @@ from datetime import UTC, datetime, timedelta
 
 from orchcore import ManualClock, Orch, Settings
 from orchtui.app import run_console
-from tests.console.seed import seed_platform
+from tests.console.seed import SEED_START, STORY_START, seed_story
 
 
 async def seed(settings: Settings) -> None:
-    clock = ManualClock(start=datetime.now(UTC) - timedelta(seconds=125))
+    platform_start = datetime.now(UTC) - timedelta(seconds=125)
+    clock = ManualClock(start=platform_start - (SEED_START - STORY_START))
     async with await Orch.open(settings, clock=clock, start_discovery=False) as orch:
-        await seed_platform(orch, clock)
+        await seed_story(orch, clock)
 
 
 def main() -> int:

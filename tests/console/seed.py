@@ -8,6 +8,9 @@ Breakers move through the call path's own breaker half (admit a call, record its
 outcome) and operators' resets, force-opens and disables; the calls themselves are
 recorded as the call path records them, so a breaker's 24-hour figures have data.
 No HTTP is made: the instances' addresses are never contacted.
+
+Workflows (:mod:`tests.console.seed_workflows`) come first: they started during the
+45 minutes before the platform's story, which then runs from SEED_START as before.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ from typing import Any
 
 from orchcore import ManualClock, Orch
 from orchcore.callpath.events import CallEvent
+from tests.console.seed_workflows import seed_workflows
 
-#: Where the seeded story starts; a ManualClock at SEED_END + 2s sees fixed ages.
+#: Where the seeded platform's story starts; a ManualClock at SEED_END + 2s sees fixed ages.
 SEED_START = datetime(2026, 6, 20, 12, 0, tzinfo=UTC)
+#: Where the whole story starts: the first workflows, 45 minutes earlier.
+STORY_START = SEED_START - timedelta(minutes=45)
 DEPLOYER = "deploy-bot"
 CHECKER = "daemon:orch-1"
 
@@ -104,6 +110,13 @@ def address_of(instance_id: str) -> str:
     """10.0.<service>.<n>: fixed, readable and never contacted (TTL checks only)."""
     service_index = list(PLATFORM).index(instance_id.rsplit("-", 1)[0]) + 1
     return f"10.0.{service_index}.{10 + int(instance_id.rsplit('-', 1)[1])}"
+
+
+async def seed_story(orch: Orch, clock: ManualClock) -> datetime:
+    """Workflows, then the platform; the clock starts at STORY_START (or as long before
+    the platform's start). Returns the engine time at which the story ends."""
+    await seed_workflows(orch, clock, until=clock.now() + (SEED_START - STORY_START))
+    return await seed_platform(orch, clock)
 
 
 async def seed_platform(orch: Orch, clock: ManualClock) -> datetime:

@@ -19,7 +19,7 @@ from textual.pilot import Pilot
 from orchcore import ManualClock, Orch, Settings
 from orchtui.app import ListenerStateChanged, OrchConsole
 from tests.console.helpers import SIZE, pane_loaded
-from tests.console.seed import SEED_START, seed_platform
+from tests.console.seed import STORY_START, seed_story
 
 SnapCompare = Callable[..., bool]
 
@@ -37,10 +37,10 @@ def seeded(dsn: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, ManualClock]
     monkeypatch.setenv("ORCH_OPERATOR", "alice@ops")
 
     async def seed() -> ManualClock:
-        clock = ManualClock(start=SEED_START)
+        clock = ManualClock(start=STORY_START)
         orch = await Orch.open(Settings(database_url=dsn), clock=clock, start_discovery=False)
         try:
-            await seed_platform(orch, clock)
+            await seed_story(orch, clock)
         finally:
             await orch.close()
         return clock
@@ -184,3 +184,57 @@ def test_mesh_policy(snap_compare: SnapCompare, seeded: tuple[str, ManualClock])
 
     app = console(seeded, first_pane="mesh")
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+# Workflows, newest first: bk-1052 (pending) … bk-1045 (compensation failed) is the 8th row,
+# dc-1044 (failed) the 9th, bk-1043 (compensated) the 10th.
+TO_STUCK = ("down",) * 7
+TO_FAILED = ("down",) * 8
+TO_COMPENSATED = ("down",) * 9
+
+
+def test_workflows(snap_compare: SnapCompare, seeded: tuple[str, ManualClock]) -> None:
+    app = console(seeded, first_pane="workflows")
+    assert snap_compare(app, terminal_size=SIZE, run_before=loaded("workflows", *TO_STUCK))
+
+
+def test_workflows_no_color(
+    snap_compare: SnapCompare, seeded: tuple[str, ManualClock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = console(seeded, first_pane="workflows")
+    assert app.no_color
+    assert snap_compare(app, terminal_size=SIZE, run_before=loaded("workflows", *TO_FAILED))
+
+
+def workflow_detail(*keys: str) -> Callable[[Pilot[Any]], Any]:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = pilot.app
+        assert isinstance(app, OrchConsole)
+        await pane_loaded(app, "workflows")
+        await pilot.press(*keys, "enter")
+        await pane_loaded(app, "workflow")
+
+    return run_before
+
+
+def test_workflow_detail(snap_compare: SnapCompare, seeded: tuple[str, ManualClock]) -> None:
+    # compensated after a declined card: the parallel branches overlap, the undos follow
+    app = console(seeded, first_pane="workflows")
+    assert snap_compare(app, terminal_size=SIZE, run_before=workflow_detail(*TO_COMPENSATED))
+
+
+def test_workflow_detail_no_color(
+    snap_compare: SnapCompare, seeded: tuple[str, ManualClock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # needs intervention: the venue refused to cancel a reservation already invoiced
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = console(seeded, first_pane="workflows")
+    assert snap_compare(app, terminal_size=SIZE, run_before=workflow_detail(*TO_STUCK))
+
+
+def test_confirm_skip(snap_compare: SnapCompare, seeded: tuple[str, ManualClock]) -> None:
+    # the failed date change: skipping its step asks for the step's output as well
+    app = console(seeded, first_pane="workflows")
+    keys = (*TO_FAILED, "s")
+    assert snap_compare(app, terminal_size=SIZE, run_before=loaded("workflows", *keys))

@@ -14,10 +14,12 @@ from orchtui.panes.breakers import BreakersPane
 from orchtui.panes.mesh import MeshPane
 from orchtui.panes.overview import OverviewPane
 from orchtui.panes.services import ServicesPane
+from orchtui.panes.workflows import WorkflowsPane
 
 PANES: tuple[type[Pane[Any]], ...] = (
     OverviewPane,
     ServicesPane,
+    WorkflowsPane,
     BreakersPane,
     MeshPane,
 )

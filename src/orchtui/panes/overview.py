@@ -1,7 +1,7 @@
 """Overview: the whole system on one screen.
 
-Fetch: :meth:`orchcore.Orch.overview`, plus the services and breakers that need
-attention. Render:
+Fetch: :meth:`orchcore.Orch.overview`, plus the services, breakers and workflows that
+need attention. Render:
 one line per section. A later concern (workflows, breakers, queues) adds its figures
 to the snapshot and a function to :data:`SECTIONS` that turns them into its line.
 """
@@ -26,6 +26,7 @@ from orchcore.registry.models import GONE_STATUSES, LIVE_STATUSES
 from orchtui.formatting import age
 from orchtui.pane import Pane
 from orchtui.panes.breaker_view import TROUBLED, counts_text
+from orchtui.panes.workflow_view import NEEDS_INTERVENTION, STATUSES, status_word
 from orchtui.symbols import (
     health_percent_state,
     state_style,
@@ -37,8 +38,10 @@ from orchtui.symbols import (
 HEALTH_BAR_WIDTH = 20
 
 
-#: How many services and breakers the attention line names before saying "and N more".
+#: How many services, breakers and workflows the attention line names before "and N more".
 ATTENTION_LIMIT = 6
+#: Where the workflow counts wrap (the value column of an 80-column screen).
+VALUE_WIDTH = 64
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,12 @@ class TroubledBreaker:
 
 
 @dataclass(frozen=True)
+class StuckWorkflow:
+    label: str  # full-service-booking bk-1045
+    step: str | None  # whose compensation failed
+
+
+@dataclass(frozen=True)
 class OverviewSnapshot:
     system: SystemOverview
     #: services not healthy, worst first
@@ -64,11 +73,16 @@ class OverviewSnapshot:
     taken_at: datetime
     #: breakers refusing calls or trying them again, open ones first
     breakers: list[TroubledBreaker] = field(default_factory=list)
+    #: workflows needing intervention, newest first (the first few)
+    stuck: list[StuckWorkflow] = field(default_factory=list)
 
 
 async def fetch_overview(orch: Orch) -> OverviewSnapshot:
-    system, services, breakers = await asyncio.gather(
-        orch.overview(), orch.registry.list_services(), orch.breakers.list_breakers()
+    system, services, breakers, stuck = await asyncio.gather(
+        orch.overview(),
+        orch.registry.list_services(),
+        orch.breakers.list_breakers(),
+        orch.workflows.list_workflows(status=[NEEDS_INTERVENTION], limit=ATTENTION_LIMIT),
     )
     severity = {"unhealthy": 0, "degraded": 1}
     troubled = sorted(
@@ -91,7 +105,14 @@ async def fetch_overview(orch: Orch) -> OverviewSnapshot:
         )
     ]
     return OverviewSnapshot(
-        system=system, attention=attention, taken_at=orch.clock.now(), breakers=troubled_breakers
+        system=system,
+        attention=attention,
+        taken_at=orch.clock.now(),
+        breakers=troubled_breakers,
+        stuck=[
+            StuckWorkflow(f"{w.workflow_name} {w.correlation_id}", w.failed_step)
+            for w in stuck.workflows
+        ],
     )
 
 
@@ -164,12 +185,59 @@ def breakers_line(snapshot: OverviewSnapshot) -> OverviewLine:
     return OverviewLine("Breakers", counts_text(by_state))
 
 
+def workflows_line(snapshot: OverviewSnapshot) -> OverviewLine:
+    """``12 total  ⚠ 1 needs intervention  ▲ 1 open alert  ▶ 3 running …``.
+
+    What needs a person comes first (zeros too: "none" is news); then every status that
+    has workflows, wrapped between counts, never inside one.
+    """
+    system = snapshot.system
+    by_status = system.workflows_by_status
+    total = sum(by_status.values())
+    if not total:
+        return OverviewLine("Workflows", Text("none yet", style="bright_black"))
+    stuck, alerts = system.workflows_needing_intervention, system.open_alerts
+    items = [
+        Text(f"{total} total", style="bold"),
+        Text(
+            f"{state_symbol(NEEDS_INTERVENTION)} {stuck} needs intervention",
+            style=state_style(NEEDS_INTERVENTION) if stuck else "bright_black",
+        ),
+        Text(
+            f"{state_symbol('degraded')} {alerts} open alert{'' if alerts == 1 else 's'}",
+            style=state_style("degraded") if alerts else "bright_black",
+        ),
+    ]
+    for status in STATUSES:
+        count = by_status.get(status, 0)
+        if count and status != NEEDS_INTERVENTION:
+            word = status_word(status)
+            items.append(Text(f"{state_symbol(status)} {count} {word}", state_style(status)))
+    lines: list[Text] = [Text()]
+    for item in items:
+        line = lines[-1]
+        if line.cell_len and line.cell_len + 2 + item.cell_len > VALUE_WIDTH:
+            lines.append(Text())
+            line = lines[-1]
+        if line.cell_len:
+            line.append("  ")
+        line.append_text(item)
+    return OverviewLine("Workflows", Text("\n").join(lines))
+
+
 def attention_line(snapshot: OverviewSnapshot) -> OverviewLine:
-    if not snapshot.system.services_total and not snapshot.breakers:
+    stuck = snapshot.stuck
+    if not snapshot.system.services_total and not snapshot.breakers and not stuck:
         return OverviewLine("Attention", Text("no services registered", style="bright_black"))
-    if not snapshot.attention and not snapshot.breakers:
+    if not snapshot.attention and not snapshot.breakers and not stuck:
         return OverviewLine("Attention", state_text("healthy", "every service is healthy"))
     lines: list[Text] = []
+    # A workflow needing intervention waits for a person, so it is named first.
+    for workflow in stuck:
+        line = state_text(NEEDS_INTERVENTION, workflow.label)
+        what = f"undo of {workflow.step} failed" if workflow.step else "compensation failed"
+        line.append(f"  {what}", style="bright_black")
+        lines.append(line)
     for service in snapshot.attention:
         if service.live:
             line = state_text(service.status, service.name)
@@ -186,11 +254,17 @@ def attention_line(snapshot: OverviewSnapshot) -> OverviewLine:
         )
         lines.append(line)
     text = Text("\n").join(lines[:ATTENTION_LIMIT])
-    hidden_services = max(0, len(snapshot.attention) - ATTENTION_LIMIT)
-    hidden_breakers = len(lines) - ATTENTION_LIMIT - hidden_services
+    # Lines past the limit, by kind; more workflows than fetched are counted by the engine.
+    shown_stuck = min(len(stuck), ATTENTION_LIMIT)
+    hidden_stuck = snapshot.system.workflows_needing_intervention - shown_stuck
+    room = ATTENTION_LIMIT - shown_stuck
+    hidden_services = max(0, len(snapshot.attention) - room)
+    room = max(0, room - len(snapshot.attention))
+    hidden_breakers = max(0, len(snapshot.breakers) - room)
     more = [
         f"{count} more {kind} (:{pane})"
         for count, kind, pane in (
+            (hidden_stuck, "workflows" if hidden_stuck > 1 else "workflow", "workflows"),
             (hidden_services, "services" if hidden_services > 1 else "service", "services"),
             (hidden_breakers, "breakers" if hidden_breakers > 1 else "breaker", "breakers"),
         )
@@ -224,6 +298,7 @@ SECTIONS: list[Callable[[OverviewSnapshot], OverviewLine]] = [
     services_line,
     instances_line,
     breakers_line,
+    workflows_line,
     daemons_line,
     attention_line,
 ]
@@ -235,8 +310,10 @@ def render_overview(snapshot: OverviewSnapshot) -> RenderableType:
     table.add_column()
     for index, section in enumerate(SECTIONS):
         line = section(snapshot)
-        if index:
-            table.add_row("", "")  # a blank line between sections reads as a list
+        if section is attention_line and index:
+            # The figures read as one block, set apart from what to act on; a blank line
+            # between every section would push the attention list off a 24-row screen.
+            table.add_row("", "")
         table.add_row(line.label, line.value)
     return Group(table)
 
@@ -245,8 +322,8 @@ class OverviewPane(Pane[OverviewSnapshot]):
     NAME = "overview"
     ALIASES = ("ov", "status")
     TITLE = "Overview"
-    SUMMARY = "system health, services, instances, breakers and daemons at a glance"
-    TOPICS = frozenset({"service", "instance", "breaker"})
+    SUMMARY = "health of services, instances, breakers, workflows at a glance"
+    TOPICS = frozenset({"service", "instance", "breaker", "workflow", "alert"})
     ACTIONS = ()
 
     def compose(self) -> ComposeResult:
@@ -269,6 +346,7 @@ __all__ = [
     "OverviewLine",
     "OverviewPane",
     "OverviewSnapshot",
+    "StuckWorkflow",
     "TroubledBreaker",
     "fetch_overview",
 ]
