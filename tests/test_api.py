@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from orchcore import Orch
+from orchcore import Orch, Settings
+from orchcore.auth.tokens import VERIFIED_TTL_SECONDS
 from tests.support.api import serve_api
+from tests.support.polling import eventually
 
 SERVICE = {
     "service_name": "venue",
@@ -215,6 +217,24 @@ async def test_bad_and_revoked_tokens_are_401(orch: Orch, api: httpx.AsyncClient
     revoked = await api.get("/api/orchestration/services", headers=headers)
     assert revoked.status_code == 401
     assert revoked.json()["detail"] == "unknown or revoked token"
+
+
+async def test_a_token_revoked_by_another_process_stops_working_at_once(
+    orch: Orch, dsn: str
+) -> None:
+    # Verified tokens are cached for a few seconds; a revocation must not wait for that.
+    secret, issued = await orch.tokens.create(name="ops", role="system_admin", actor="t")
+    assert await orch.tokens.authenticate(secret) is not None  # now cached here
+    elsewhere = await Orch.open(Settings(database_url=dsn), start_discovery=False)
+    try:
+        await elsewhere.tokens.revoke(str(issued.id), actor="t")
+    finally:
+        await elsewhere.close()
+
+    async def refused() -> bool:
+        return await orch.tokens.authenticate(secret) is None
+
+    await eventually(refused, timeout=VERIFIED_TTL_SECONDS / 2, message="the revocation")
 
 
 async def test_writes_are_audited_with_the_token(orch: Orch, api: httpx.AsyncClient) -> None:

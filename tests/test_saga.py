@@ -136,6 +136,31 @@ async def test_happy_path(env: Env) -> None:
     assert events.count("attempt_succeeded") == 4
 
 
+async def test_watchers_hear_of_progress_in_announcements_not_per_step(env: Env) -> None:
+    # Every NOTIFY is a transaction in each listening session: a step must not
+    # notify by itself; the driving runner announces what moved, coalesced.
+    heard: list[dict[str, Any]] = []
+    assert env.orch.listener is not None
+    env.orch.listener.subscribe(heard.append)
+    workflow_id = await env.start()
+    await env.until(workflow_id, "completed")
+
+    def announced(op: str) -> list[dict[str, Any]]:
+        return [
+            m
+            for m in heard
+            if m.get("topic") == "workflow" and m.get("op") == op and workflow_id in m["ids"]
+        ]
+
+    await eventually(lambda: announced("progress"), message="a progress announcement")
+    per_row = [m for m in heard if m.get("topic") == "workflow" and m.get("id") == workflow_id]
+    assert per_row == []  # started and driven here: never claimable, never notified alone
+    assert len(announced("progress")) < 4  # four steps, announced together
+
+    await env.orch.workflows.compensate(workflow_id, {"reason": "guest count wrong"}, actor="ops")
+    await eventually(lambda: announced("compensation_requested"), message="the operator's action")
+
+
 async def test_duplicate_correlation_id_returns_the_existing_workflow(env: Env) -> None:
     first = await env.orch.workflows.start(
         {

@@ -75,7 +75,7 @@ class Orch:
         self._embedded = embedded
         self.registry = ServiceRegistry(db, clock)
         self.discovery = ServiceDiscovery(db, clock, listener)
-        self.tokens = TokenStore(db, clock)
+        self.tokens = TokenStore(db, clock, listener)
         self.daemons = DaemonMembership(db, clock)
         self.breakers = CircuitBreakers(db, clock, listener, holder=_process_identity())
         self.mesh = MeshPolicies(db, clock, listener)

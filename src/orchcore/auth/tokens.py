@@ -2,13 +2,20 @@
 
 Tokens are 32 random bytes, so a fast hash is enough: there is nothing to
 brute-force, and verification stays one indexed lookup per request.
+
+A verified token is trusted for a few seconds without a lookup: on a busy daemon the
+lookup was one database transaction per request. A revocation drops it from every
+process's cache at once (it is NOTIFYed); should the notification be lost, the token
+still stops working when its cache entry expires.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel
@@ -17,11 +24,14 @@ from orchcore.audit import record_action
 from orchcore.auth.roles import ROLES, Principal, Role
 from orchcore.clock import Clock
 from orchcore.db import Database
+from orchcore.db.listen import NotificationListener
 from orchcore.errors import ConflictError, NotFoundError, ValidationFailed
 from orchcore.registry.models import check_service_name
 
 TOKEN_PREFIX = "orch_"
 _LAST_USED_GRANULARITY = timedelta(minutes=1)
+#: How long a verified token is trusted without looking it up again.
+VERIFIED_TTL_SECONDS = 5.0
 
 _INSERT = """
 INSERT INTO api_tokens (token_name, token_prefix, token_sha256, role, service_name,
@@ -44,6 +54,9 @@ UPDATE api_tokens SET revoked_at = $2, revoked_by = $3
 WHERE id = $1 AND revoked_at IS NULL
 RETURNING *
 """
+_NOTIFY_REVOKED = """
+SELECT pg_notify('orch', json_build_object('topic', 'token', 'op', 'revoke', 'id', $1::uuid)::text)
+"""
 
 
 class ApiToken(BaseModel):
@@ -63,9 +76,25 @@ def _digest(token: str) -> bytes:
 
 
 class TokenStore:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, listener: NotificationListener | None = None
+    ) -> None:
         self._db = db
         self._clock = clock
+        # digest -> (monotonic expiry, principal); monotonic, not the engine's clock:
+        # this is a cache's lifetime, not a fact about the platform.
+        self._verified: dict[bytes, tuple[float, Principal]] = {}
+        if listener is not None:
+            listener.subscribe(self._on_notification)
+            listener.on_reconnect(self.forget_verified)
+
+    def _on_notification(self, message: dict[str, Any]) -> None:
+        if message.get("topic") == "token":
+            self.forget_verified()
+
+    def forget_verified(self) -> None:
+        """Look every token up again (a revocation, or notifications that may be lost)."""
+        self._verified.clear()
 
     async def create(
         self, *, name: str, role: str, service_name: str | None = None, actor: str
@@ -106,14 +135,20 @@ class TokenStore:
         """The principal behind a bearer token, or None if unknown or revoked."""
         if not secret.startswith(TOKEN_PREFIX):
             return None
-        row = await self._db.fetchrow(_BY_HASH, _digest(secret))
+        digest = _digest(secret)
+        cached = self._verified.get(digest)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        row = await self._db.fetchrow(_BY_HASH, digest)
         if row is None or row["revoked_at"] is not None:
             return None
         now = self._clock.now()
         last = row["last_used_at"]
         if last is None or now - last > _LAST_USED_GRANULARITY:
             await self._db.execute(_TOUCH, row["id"], now)
-        return Principal(row["id"], row["token_name"], row["role"], row["service_name"])
+        principal = Principal(row["id"], row["token_name"], row["role"], row["service_name"])
+        self._verified[digest] = (time.monotonic() + VERIFIED_TTL_SECONDS, principal)
+        return principal
 
     async def list_tokens(self, *, include_revoked: bool = False) -> list[ApiToken]:
         rows = await self._db.fetch(_LIST, include_revoked)
@@ -132,6 +167,7 @@ class TokenStore:
                 raise ConflictError(f"{key!r} matches {len(matches)} tokens: {names}")
             row = await conn.fetchrow(_REVOKE, matches[0]["id"], now, actor)
             assert row is not None
+            await conn.execute(_NOTIFY_REVOKED, row["id"])
             await record_action(
                 conn,
                 actor=actor,
@@ -140,4 +176,5 @@ class TokenStore:
                 target_id=str(row["id"]),
                 at=now,
             )
+        self.forget_verified()  # here at once; elsewhere when the notification arrives
         return ApiToken.model_validate(dict(row))

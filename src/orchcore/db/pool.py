@@ -40,6 +40,18 @@ async def _init_connection(conn: Connection) -> None:
     )
 
 
+async def _keep_session(conn: Connection) -> None:
+    """Release without asyncpg's default reset (one extra transaction per release).
+
+    The default runs ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`` on
+    every release, which PostgreSQL counts as a transaction: on the saga path that was
+    six commits a saga for nothing. The engine's pooled connections keep no session
+    state: LISTEN has a connection of its own, the migration lock is released
+    explicitly, no statement uses SET or cursors. asyncpg still rolls back a
+    transaction left open before this is called.
+    """
+
+
 async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
     """A single connection with the engine's codecs (used for LISTEN and migrations)."""
     conn: asyncpg.Connection = await asyncpg.connect(dsn, **kwargs)
@@ -61,6 +73,7 @@ class Database:
             min_size=min_size,
             max_size=max_size,
             init=_init_connection,
+            reset=_keep_session,
             server_settings={"application_name": "orch"},
             # Keep idle connections for a while; recycle them so a restarted
             # server or failover is picked up without intervention.

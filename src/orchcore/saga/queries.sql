@@ -211,3 +211,10 @@ SELECT percentile_cont(0.5) WITHIN GROUP (
 FROM (SELECT started_at, completed_at FROM distributed_workflows
       WHERE workflow_name = $1 AND current_status = 'completed'
       ORDER BY completed_at DESC LIMIT 50) recent
+
+-- name: announce_workflows
+-- What changed without notifying by itself (see migration 0005): a driver's progress,
+-- coalesced, or an operator's action. ids: the workflows, or NULL for "too many to name".
+SELECT pg_notify('orch', json_build_object(
+    'topic', 'workflow', 'op', $1::text, 'ids', $2::uuid[], 'count', $3::int,
+    'by', $4::text)::text)

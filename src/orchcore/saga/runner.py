@@ -39,6 +39,11 @@ if TYPE_CHECKING:
 Q = Queries("orchcore.saga")
 log = logging.getLogger("orch.saga")
 
+#: How often a runner tells watchers (consoles) which workflows it moved on, at most.
+PROGRESS_ANNOUNCE_SECONDS = 0.5
+#: Beyond this many workflows an announcement names none ("many changed").
+_ANNOUNCE_IDS_AT_MOST = 50
+
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
@@ -77,16 +82,26 @@ class SagaRunner:
         self._wake = asyncio.Event()
         self._stopping = False
         self._next_due: datetime | None = None
+        # Whether a claim query could find something: a notification said so, a
+        # claim filled every free slot, or a due time or poll interval came round.
+        # Asking after every finished drive instead was a transaction a saga.
+        self._claim_wanted = True
+        self._last_claim: datetime | None = None
+        self._progressed: set[UUID] = set()
         self.completed_drives = 0
 
     # -- the claim loop --------------------------------------------------------------
 
     def on_notification(self, message: dict[str, Any]) -> None:
         if message.get("topic") == "workflow" and message.get("claimable"):
+            self._claim_wanted = True
             self._wake.set()
 
     async def run_forever(self) -> None:
-        keeper = asyncio.create_task(self._keep_leases(), name="saga-leases")
+        helpers = [
+            asyncio.create_task(self._keep_leases(), name="saga-leases"),
+            asyncio.create_task(self._announce_progress(), name="saga-progress"),
+        ]
         try:
             while not self._stopping:
                 claimed = await self._claim_some()
@@ -94,24 +109,37 @@ class SagaRunner:
                     continue
                 await self._idle()
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            for helper in helpers:
+                helper.cancel()
+            for helper in helpers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await helper
+            await self._announce_now()  # what the last drives did
 
     async def _claim_some(self) -> int:
         free = self.max_in_flight - len(self._driving)
         if free <= 0:
-            return 0
+            return 0  # the wish to claim stays for when a slot frees
         now = self._clock.now()
+        polled_long_ago = (
+            self._last_claim is None or (now - self._last_claim).total_seconds() >= self._poll
+        )
+        if not (self._claim_wanted or polled_long_ago):
+            return 0
+        self._claim_wanted = False
+        self._last_claim = now
         try:
             rows = await self._db.fetch(
                 Q.claim_workflows, now, self.owner, free, self.lease_seconds, self.actor
             )
         except _DB_ERRORS as exc:
             log.warning("claiming workflows failed: %s", exc)
+            self._claim_wanted = True
             return 0
         for row in rows:
             self.adopt(WorkflowState.from_row(row, list(row["steps"])))
+        if len(rows) >= free:
+            self._claim_wanted = True  # there may be more waiting
         return len(rows)
 
     async def _idle(self) -> None:
@@ -124,6 +152,8 @@ class SagaRunner:
         waker = asyncio.ensure_future(self._wake.wait())
         try:
             await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+            if sleeper.done():
+                self._claim_wanted = True  # a due time, or the poll interval
         finally:
             sleeper.cancel()
             waker.cancel()
@@ -132,6 +162,31 @@ class SagaRunner:
         """Drive a workflow this runner holds the lease of."""
         task = asyncio.create_task(self._drive_guarded(state), name=f"saga-{state.id}")
         self._driving[state.id] = task
+        self.note_progress(state.id)
+
+    # -- telling watchers --------------------------------------------------------------
+
+    def note_progress(self, workflow_id: UUID) -> None:
+        """A driven workflow changed; watchers hear of it with the next announcement."""
+        self._progressed.add(workflow_id)
+
+    async def _announce_progress(self) -> None:
+        # Real time, not the engine's clock: this paces a display, not the platform.
+        while True:
+            await asyncio.sleep(PROGRESS_ANNOUNCE_SECONDS)
+            await self._announce_now()
+
+    async def _announce_now(self) -> None:
+        """One NOTIFY for every workflow moved on since the last one (none if none)."""
+        if not self._progressed:
+            return
+        moved, self._progressed = self._progressed, set()
+        ids = list(moved) if len(moved) <= _ANNOUNCE_IDS_AT_MOST else None
+        try:
+            await self._db.execute(Q.announce_workflows, "progress", ids, len(moved), self.owner)
+        except _DB_ERRORS as exc:
+            log.debug("announcing workflow progress failed: %s", exc)
+            self._progressed |= moved
 
     @property
     def in_flight(self) -> int:
@@ -329,6 +384,7 @@ class Drive:
             return False
         state.revision = revision
         state.lease_owner = lease_owner
+        self.runner.note_progress(state.id)
         return True
 
     async def _merge_operator_change(self) -> None:

@@ -730,6 +730,8 @@ class WorkflowStore:
                 reason=reason,
                 details={"step": step_name, **(details or {})},
             )
+            # The workflow trigger notifies only claimable work (migration 0005).
+            await conn.execute(Q.announce_workflows, event, [key], 1, actor)
         assert updated is not None
         return _detail(updated)
 

@@ -526,9 +526,13 @@ class WorkflowDetailPane(Pane[WorkflowDetailSnapshot]):
         )
 
     def concerns(self, notification: Mapping[str, Any]) -> bool:
-        return super().concerns(notification) and str(notification.get("id")) == str(
-            self.workflow_id
-        )
+        if not super().concerns(notification):
+            return False
+        mine = str(self.workflow_id)
+        if "ids" in notification:  # an announcement; no ids means too many to name
+            ids = notification["ids"]
+            return ids is None or mine in {str(i) for i in ids}
+        return str(notification.get("id")) == mine
 
     async def fetch(self, orch: Orch) -> WorkflowDetailSnapshot:
         return await fetch_workflow_detail(orch, self.workflow_id)
