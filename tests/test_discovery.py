@@ -123,7 +123,12 @@ async def test_no_healthy_instance_names_service_and_states(orch: Orch) -> None:
     ids = await service_with_instances(orch, 3)
     await mark(orch, ids[0], "healthy")
     await mark(orch, ids[0], "unhealthy")
-    await eventually(lambda: orch.discovery._by_name["photographer"].counts.get("unhealthy") == 1)
+    # The cache learns of the service by a notification: it may not know it yet.
+    def unhealthy_seen() -> bool:
+        cached = orch.discovery._by_name.get("photographer")
+        return cached is not None and cached.counts.get("unhealthy") == 1
+
+    await eventually(unhealthy_seen)
     with pytest.raises(NoHealthyInstanceError) as caught:
         await orch.discovery.get_healthy_instance("photographer")
     assert caught.value.service == "photographer"

@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from orchcore.callpath.clients import ClientShards
 from orchcore.callpath.events import CallEvent, ServiceEventRecorder
 from orchcore.callpath.tls import TlsSettings
 from orchcore.callpath.tracecontext import TraceContext
@@ -159,15 +160,10 @@ class ServiceCaller:
         self._rng = rng or random.Random()
         self._default_timeout = default_timeout
         self.outliers = OutlierDetector(clock)
-        self._client = httpx.AsyncClient(
-            verify=tls.ssl_context() if tls else True,
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=500, max_keepalive_connections=100),
-            headers={"User-Agent": "orch/0.1"},
-        )
+        self._clients = ClientShards(verify=tls.ssl_context() if tls else True)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._clients.close()
 
     async def call(
         self,
@@ -383,9 +379,9 @@ class ServiceCaller:
             "traceparent": span.traceparent,
             "X-Orch-Attempt": str(number),
         }
-        with self._discovery.track(instance):
+        with self._discovery.track(instance), self._clients.client() as client:
             try:
-                response = await self._client.request(
+                response = await client.request(
                     method,
                     instance.base_url + endpoint,
                     json=json,

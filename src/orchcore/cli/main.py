@@ -6,7 +6,6 @@ Exit codes: 0 success, 1 failure (not found, conflict, database unreachable),
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import click
@@ -22,6 +21,7 @@ from orchcore.cli.output import age, emit, table
 from orchcore.cli.services import service_group
 from orchcore.cli.tokens import token_group
 from orchcore.cli.workflows import alert_group, workflow_group
+from orchcore.daemon.eventloop import run_event_loop
 from orchcore.db.embedded import EmbeddedUnavailable
 from orchcore.errors import OrchError, ValidationFailed
 from orchcore.facade import Orch
@@ -172,7 +172,7 @@ def daemon(
         finally:
             await orch.close()
 
-    asyncio.run(main())
+    run_event_loop(main())
 
 
 @cli.command("console")

@@ -47,6 +47,12 @@ _ANNOUNCE_IDS_AT_MOST = 50
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
+#: A completed workflow is the everyday case: at hundreds a second, a line each would
+#: drown the log (and cost a few per cent of a daemon's CPU); the console and the API
+#: answer for it. What went wrong is logged; what needs a person is a warning.
+_END_LOG_LEVELS = {"completed": logging.DEBUG, "compensation_failed": logging.WARNING}
+
+
 class LeaseLost(Exception):
     """Another daemon owns the workflow now (ours expired): stop driving it."""
 
@@ -258,7 +264,7 @@ class Drive:
         if state.status not in TERMINAL_STATUSES:
             return
         log.log(
-            logging.WARNING if state.status == "compensation_failed" else logging.INFO,
+            _END_LOG_LEVELS.get(state.status, logging.INFO),
             "workflow %s %s",
             state.name,
             state.status.replace("_", " "),
