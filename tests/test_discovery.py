@@ -123,6 +123,7 @@ async def test_no_healthy_instance_names_service_and_states(orch: Orch) -> None:
     ids = await service_with_instances(orch, 3)
     await mark(orch, ids[0], "healthy")
     await mark(orch, ids[0], "unhealthy")
+
     # The cache learns of the service by a notification: it may not know it yet.
     def unhealthy_seen() -> bool:
         cached = orch.discovery._by_name.get("photographer")

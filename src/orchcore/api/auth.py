@@ -18,6 +18,12 @@ def engine(request: Request) -> Orch:
     return orch
 
 
+async def _engine_dependency(request: Request) -> Orch:
+    # async on purpose: FastAPI runs a plain ``def`` dependency in its thread pool,
+    # a thread hand-off on every request for a one-line lookup.
+    return engine(request)
+
+
 async def current_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -50,4 +56,4 @@ def allowed(action: Action) -> params.Depends:
 
 
 Caller = Annotated[Principal, Depends(current_principal)]
-Engine = Annotated[Orch, Depends(engine)]
+Engine = Annotated[Orch, Depends(_engine_dependency)]

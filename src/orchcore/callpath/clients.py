@@ -16,26 +16,31 @@ from ssl import SSLContext
 
 import httpx
 
+from orchcore.callpath.network import coalesce_writes
+
 #: How many clients share the calls; each stays small at the concurrency a daemon runs.
 SHARDS = 8
 _CONNECTIONS_PER_SHARD = 64
 _KEEPALIVE_PER_SHARD = 16
 
 
+def _client(verify: SSLContext | bool) -> httpx.AsyncClient:
+    transport = httpx.AsyncHTTPTransport(
+        verify=verify,
+        limits=httpx.Limits(
+            max_connections=_CONNECTIONS_PER_SHARD,
+            max_keepalive_connections=_KEEPALIVE_PER_SHARD,
+        ),
+    )
+    coalesce_writes(transport)
+    return httpx.AsyncClient(
+        transport=transport, follow_redirects=False, headers={"User-Agent": "orch/0.1"}
+    )
+
+
 class ClientShards:
     def __init__(self, *, verify: SSLContext | bool, shards: int = SHARDS) -> None:
-        self._clients = [
-            httpx.AsyncClient(
-                verify=verify,
-                follow_redirects=False,
-                limits=httpx.Limits(
-                    max_connections=_CONNECTIONS_PER_SHARD,
-                    max_keepalive_connections=_KEEPALIVE_PER_SHARD,
-                ),
-                headers={"User-Agent": "orch/0.1"},
-            )
-            for _ in range(shards)
-        ]
+        self._clients = [_client(verify) for _ in range(shards)]
         self._in_flight = [0] * shards
 
     @contextmanager
