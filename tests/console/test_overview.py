@@ -109,6 +109,9 @@ async def test_overview_counts_breakers_and_names_the_open_ones(
             app,
             "✖ 2 open (1 forced)  ◐ 1 half-open  ● 0 closed",
             "✖ booking → venue *  open for 0s",
+            # Named too: a frame drawn before the list's new height is laid out shows
+            # only its first lines.
+            "◐ booking → payments *  half-open",
             timeout=1.0,
         )
         # Open and forced-open breakers come before half-open ones.
