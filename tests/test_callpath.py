@@ -352,3 +352,10 @@ async def test_retry_policy_from_mesh(
     http_server.script = [(500, {}), (500, {}), (500, {})]
     result = await run_driving_clock(clock, caller.call("booking", "venue", "/x", method="GET"))
     assert len(result.attempts) == 2
+
+
+async def test_callers_asking_at_once_share_one_call_path(orch: Orch) -> None:
+    # Sagas starting together each ask for the caller; a second one would hold
+    # connection pools and caches nobody closes.
+    callers = await asyncio.gather(*(orch.caller() for _ in range(8)))
+    assert all(caller is callers[0] for caller in callers)

@@ -82,6 +82,7 @@ class Orch:
         self.rate_limiter = RateLimiter(db, clock)
         self.events = ServiceEventRecorder(db)
         self._caller: ServiceCaller | None = None
+        self._caller_lock = asyncio.Lock()
         self.alerts = AlertStore(db, clock)
         self.workflow_definitions = DefinitionStore(db, clock)
         self.workflows = WorkflowStore(db, clock, self.workflow_definitions)
@@ -138,20 +139,27 @@ class Orch:
 
     async def caller(self) -> ServiceCaller:
         """The guarded call path, started on first use (its caches load then)."""
-        if self._caller is None:
-            await self.breakers.start()
-            await self.mesh.start()
-            await self.events.start()
-            self._caller = ServiceCaller(
-                discovery=self.discovery,
-                breakers=self.breakers,
-                mesh=self.mesh,
-                rate_limiter=self.rate_limiter,
-                recorder=self.events,
-                clock=self.clock,
-                tls=self.settings.tls(),
-            )
+        if self._caller is not None:
+            return self._caller
+        # Sagas starting together all ask at once; one of them makes it.
+        async with self._caller_lock:
+            if self._caller is None:
+                self._caller = await self._start_caller()
         return self._caller
+
+    async def _start_caller(self) -> ServiceCaller:
+        await self.breakers.start()
+        await self.mesh.start()
+        await self.events.start()
+        return ServiceCaller(
+            discovery=self.discovery,
+            breakers=self.breakers,
+            mesh=self.mesh,
+            rate_limiter=self.rate_limiter,
+            recorder=self.events,
+            clock=self.clock,
+            tls=self.settings.tls(),
+        )
 
     async def close(self) -> None:
         if self._caller is not None:
