@@ -153,7 +153,10 @@ async def one_run(dsn: str, port: int, args: argparse.Namespace) -> RunResult:
                     for call, samples in pair:
                         await time_block(call, args.block, samples)
                 await orch.events.flush()
-                nodelay = f"orch {socket_nodelay(caller._client)}, bare {socket_nodelay(client)}"
+                shards = caller._clients._clients
+                used = [socket_nodelay(c) for c in shards]  # a sequential caller uses one
+                orch_nodelay = ",".join(v for v in used if v != "no connection")
+                nodelay = f"orch {orch_nodelay}, bare {socket_nodelay(client)}"
                 written = orch.events.written - written
                 result = RunResult(
                     orch=summarise(orch_samples),
