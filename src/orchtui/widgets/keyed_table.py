@@ -9,7 +9,7 @@ those that match.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -17,7 +17,7 @@ from rich.console import RenderableType
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
-from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
+from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist, RowKey
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,16 @@ class KeyedTable(DataTable[RenderableType]):
             # the footer and help under the pane's description, not as "Select".
             return False
         return super().check_action(action, parameters)
+
+    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
+        # DataTable measures new content when idle, but keys its cached lines by a count
+        # that measuring does not change: a frame drawn between adding a row and that
+        # idle moment would keep showing the row cut to the header labels' widths.
+        before = [column.content_width for column in self.ordered_columns]
+        super()._update_dimensions(new_rows)
+        if [column.content_width for column in self.ordered_columns] != before:
+            self._clear_caches()
+            self.refresh()
 
     # -- what the pane calls --------------------------------------------------------
 
