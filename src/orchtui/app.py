@@ -277,6 +277,8 @@ class OrchConsole(App[int]):
 
     def _refresh_visible_pane(self) -> None:
         self.refresh_ticks += 1
+        if not self.screen_stack:
+            return  # shutting down: the timer may fire once after the last screen went
         if self.orch is None or isinstance(self.screen, ModalScreen):
             return  # paused under a modal: nothing moves beneath a question
         pane = self.active_pane

@@ -229,3 +229,15 @@ async def test_the_console_stops_listening_when_it_exits(orch: Orch) -> None:
         await pane_loaded(app, "services")
         assert len(listener._handlers) == len(before) + 1
     assert listener._handlers == before
+
+
+async def test_a_refresh_tick_while_shutting_down_is_ignored(orch: Orch) -> None:
+    # The refresh timer can fire once more after the last screen has gone at exit;
+    # that tick must not end the console with a traceback.
+    app = OrchConsole(orch)
+    async with app.run_test(size=SIZE):
+        await pane_loaded(app)
+    assert not app.screen_stack
+    ticks = app.refresh_ticks
+    app._refresh_visible_pane()
+    assert app.refresh_ticks == ticks + 1
