@@ -75,8 +75,7 @@ class KeyedTable(DataTable[RenderableType]):
         before = [column.content_width for column in self.ordered_columns]
         super()._update_dimensions(new_rows)
         if [column.content_width for column in self.ordered_columns] != before:
-            self._clear_caches()
-            self.refresh()
+            self._clear_caches()  # the repaint DataTable asked for then draws afresh
 
     # -- what the pane calls --------------------------------------------------------
 
