@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 from latency_stats import Summary, median_summary, summarise, table
-from scratch_database import DEFAULT_DSN, scratch_database
+from scratch_database import DEFAULT_DSN, register_loopback_service, scratch_database
 
 from orchcore import Orch, Settings
 from orchcore.callpath.caller import ServiceCaller
@@ -70,27 +70,7 @@ async def stop_service(process: asyncio.subprocess.Process) -> None:
 
 async def register_target(orch: Orch, port: int) -> None:
     """``venue`` with one instance on the service's port, healthy by a TTL heartbeat."""
-    await orch.registry.register_service(
-        {
-            "service_name": TARGET,
-            "service_type": "api",
-            "deployment_environment": "staging",
-            "base_url": f"http://127.0.0.1:{port}",
-            "health_check": {"kind": "ttl", "ttl_seconds": 86_400},
-        },
-        actor="bench",
-    )
-    await orch.registry.register_instance(
-        TARGET,
-        {
-            "instance_id": f"{TARGET}-0",
-            "ip_address": "127.0.0.1",
-            "port": port,
-            "version": "1.0.0",
-        },
-        actor="bench",
-    )
-    await orch.registry.heartbeat(TARGET, f"{TARGET}-0", actor="bench")
+    await register_loopback_service(orch, TARGET, port)
     await orch.discovery.refresh_all()
 
 

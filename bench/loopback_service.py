@@ -11,74 +11,17 @@ line of stdout; it runs until terminated.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
-import signal
-import socket
+from loopback_http import RequestProtocol, json_response, main
 
-BODY = b'{"pong":true}'
-RESPONSE = (
-    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-    b"content-length: " + str(len(BODY)).encode() + b"\r\n\r\n" + BODY
-)
+RESPONSE = json_response(b"200 OK", b'{"pong":true}')
 
 
-class PongProtocol(asyncio.Protocol):
-    """One connection: requests are read off the buffer in order and each gets the reply."""
+class PongProtocol(RequestProtocol):
+    """Every request gets the same reply."""
 
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        while True:
-            end = self._buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            length = _content_length(self._buffer[:end])
-            total = end + 4 + length
-            if len(self._buffer) < total:
-                return
-            self._buffer = self._buffer[total:]
-            assert self._transport is not None
-            self._transport.write(RESPONSE)
-
-
-def _content_length(head: bytes) -> int:
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return int(value.strip())
-    return 0
-
-
-async def serve(port: int) -> None:
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(PongProtocol, "127.0.0.1", port)
-    print(server.sockets[0].getsockname()[1], flush=True)
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    async with server:
-        await stop.wait()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--port", type=int, default=0, help="0: any free port")
-    args = parser.parse_args()
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.port))
+    def answer(self, head: bytes) -> bytes:
+        return RESPONSE
 
 
 if __name__ == "__main__":
-    main()
+    main(__doc__.split("\n\n")[0], PongProtocol)

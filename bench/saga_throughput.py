@@ -63,7 +63,12 @@ from typing import Any
 import asyncpg
 from http_keepalive import KeepAliveClient
 from latency_stats import Summary, median_summary, summarise
-from scratch_database import DEFAULT_DSN, scratch_database, with_database
+from scratch_database import (
+    DEFAULT_DSN,
+    register_loopback_service,
+    scratch_database,
+    with_database,
+)
 
 from orchcore import Orch, Settings
 
@@ -252,28 +257,8 @@ class OrchSystem(System):
     async def prepare(self, dsn: str, participant_port: int) -> None:
         orch = await Orch.open(Settings(database_url=dsn))
         try:
-            await orch.registry.register_service(
-                {
-                    "service_name": SERVICE,
-                    "service_type": "api",
-                    "deployment_environment": "staging",
-                    "base_url": f"http://127.0.0.1:{participant_port}",
-                    "health_check": {"kind": "ttl", "ttl_seconds": 86_400},
-                },
-                actor="bench",
-            )
-            await orch.registry.register_instance(
-                SERVICE,
-                {
-                    "instance_id": f"{SERVICE}-0",
-                    "ip_address": "127.0.0.1",
-                    "port": participant_port,
-                    "version": "1.0.0",
-                },
-                actor="bench",
-            )
             # Healthy by a TTL heartbeat; with --no-health-checks nothing expires it.
-            await orch.registry.heartbeat(SERVICE, f"{SERVICE}-0", actor="bench")
+            await register_loopback_service(orch, SERVICE, participant_port)
             await orch.workflow_definitions.register(DEFINITION, actor="bench")
             self.token, _ = await orch.tokens.create(
                 name="saga-bench", role="platform_engineer", actor="bench"

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from orchcore import Orch
 from orchcore.db.migrate import migrate
 from orchcore.db.pool import connect
 
@@ -77,3 +78,24 @@ async def fill_registry(dsn: str, services: int, instances_per_service: int) -> 
         await conn.execute("ANALYZE microservices; ANALYZE service_instances")
     finally:
         await conn.close()
+
+
+async def register_loopback_service(orch: Orch, name: str, port: int) -> None:
+    """``name`` with one instance, ``<name>-0`` on a loopback port, healthy by a TTL
+    heartbeat a day long (nothing expires it during a run; no checker is needed)."""
+    await orch.registry.register_service(
+        {
+            "service_name": name,
+            "service_type": "api",
+            "deployment_environment": "staging",
+            "base_url": f"http://127.0.0.1:{port}",
+            "health_check": {"kind": "ttl", "ttl_seconds": 86_400},
+        },
+        actor="bench",
+    )
+    await orch.registry.register_instance(
+        name,
+        {"instance_id": f"{name}-0", "ip_address": "127.0.0.1", "port": port, "version": "1.0.0"},
+        actor="bench",
+    )
+    await orch.registry.heartbeat(name, f"{name}-0", actor="bench")
