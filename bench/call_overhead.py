@@ -74,6 +74,20 @@ async def register_target(orch: Orch, port: int) -> None:
     await orch.discovery.refresh_all()
 
 
+def orch_nodelay(caller: Any) -> str:
+    """TCP_NODELAY of the call path's idle connections (read through its transport)."""
+    try:
+        values = []
+        for transport in caller._client._mounts.values():  # the http:// transport
+            for pool in getattr(transport, "_pools", {}).values():
+                for connection in pool.idle:
+                    sock: socket.socket = connection._transport.get_extra_info("socket")
+                    values.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        return ",".join(str(v) for v in values) or "no connection"
+    except (AttributeError, OSError):
+        return "unknown"
+
+
 def socket_nodelay(client: httpx.AsyncClient) -> str:
     """TCP_NODELAY of the client's pooled connections (read through httpcore internals)."""
     try:
@@ -133,10 +147,7 @@ async def one_run(dsn: str, port: int, args: argparse.Namespace) -> RunResult:
                     for call, samples in pair:
                         await time_block(call, args.block, samples)
                 await orch.events.flush()
-                shards = caller._clients._clients
-                used = [socket_nodelay(c) for c in shards]  # a sequential caller uses one
-                orch_nodelay = ",".join(v for v in used if v != "no connection")
-                nodelay = f"orch {orch_nodelay}, bare {socket_nodelay(client)}"
+                nodelay = f"orch {orch_nodelay(caller)}, bare {socket_nodelay(client)}"
                 written = orch.events.written - written
                 result = RunResult(
                     orch=summarise(orch_samples),

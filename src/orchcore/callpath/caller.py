@@ -32,10 +32,10 @@ from typing import Any
 
 import httpx
 
-from orchcore.callpath.clients import ClientShards
 from orchcore.callpath.events import CallEvent, ServiceEventRecorder
 from orchcore.callpath.tls import TlsSettings
 from orchcore.callpath.tracecontext import TraceContext
+from orchcore.callpath.transport import PlainHttpTransport
 from orchcore.clock import Clock
 from orchcore.errors import OrchError
 from orchcore.mesh.effective import EffectivePolicy
@@ -160,10 +160,10 @@ class ServiceCaller:
         self._rng = rng or random.Random()
         self._default_timeout = default_timeout
         self.outliers = OutlierDetector(clock)
-        self._clients = ClientShards(verify=tls.ssl_context() if tls else True)
+        self._client = _http_client(tls)
 
     async def close(self) -> None:
-        await self._clients.close()
+        await self._client.aclose()
 
     async def call(
         self,
@@ -379,9 +379,9 @@ class ServiceCaller:
             "traceparent": span.traceparent,
             "X-Orch-Attempt": str(number),
         }
-        with self._discovery.track(instance), self._clients.client() as client:
+        with self._discovery.track(instance):
             try:
-                response = await client.request(
+                response = await self._client.request(
                     method,
                     instance.base_url + endpoint,
                     json=json,
@@ -491,3 +491,16 @@ def _event_type(outcome: _Outcome) -> str:
     if outcome.error_kind is not None or (outcome.status_code or 0) >= 500:
         return "error"
     return "response"
+
+
+def _http_client(tls: TlsSettings | None) -> httpx.AsyncClient:
+    """One client for every call: orch's own transport for http://, httpx's for https://."""
+    return httpx.AsyncClient(
+        transport=httpx.AsyncHTTPTransport(
+            verify=tls.ssl_context() if tls else True,
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        ),
+        mounts={"http://": PlainHttpTransport()},
+        follow_redirects=False,
+        headers={"User-Agent": "orch/0.1"},
+    )

@@ -1,0 +1,339 @@
+"""The call path's plain-HTTP transport against real loopback servers that misbehave on cue."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+
+from orchcore.callpath.transport import PlainHttpTransport
+from tests.support.polling import eventually
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class RawServer:
+    """A TCP server on a loopback port whose handler writes whatever bytes a test wants."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections: list[asyncio.StreamWriter] = []
+        self.requests: list[bytes] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.port = 0
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections.append(writer)
+        self.tasks.append(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            await self.handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # the client went away, or the test is over
+        finally:
+            writer.close()
+
+    async def read_request(self, reader: asyncio.StreamReader) -> bytes:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        request = head + (await reader.readexactly(length) if length else b"")
+        self.requests.append(request)
+        return request
+
+
+@asynccontextmanager
+async def raw_server(
+    handler: Callable[[RawServer, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[RawServer]:
+    holder: list[RawServer] = []
+
+    async def bound(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await handler(holder[0], reader, writer)
+
+    server_state = RawServer(bound)
+    holder.append(server_state)
+    server = await asyncio.start_server(server_state._serve, "127.0.0.1", 0)
+    server_state.port = server.sockets[0].getsockname()[1]
+    try:
+        yield server_state
+    finally:
+        server.close()
+        for task in server_state.tasks:
+            task.cancel()
+        await asyncio.gather(*server_state.tasks)
+
+
+async def keep_alive_ok(
+    server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    while True:
+        request = await server.read_request(reader)
+        body = b"HEAD" if request.startswith(b"HEAD") else request.split(b"\r\n\r\n", 1)[1] or b"ok"
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+
+
+@asynccontextmanager
+async def client(**limits: float) -> AsyncIterator[httpx.AsyncClient]:
+    transport = PlainHttpTransport(**limits)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, timeout=5.0) as http:
+        yield http
+
+
+async def test_requests_reuse_one_keep_alive_connection_and_carry_their_body() -> None:
+    async with raw_server(keep_alive_ok) as server, client() as http:
+        url = f"http://127.0.0.1:{server.port}/orders?x=1"
+        first = await http.post(url, json={"venue": "barn"})
+        second = await http.get(url)
+    assert first.status_code == 200 and first.json() == {"venue": "barn"}
+    assert first.reason_phrase == "OK" and first.http_version == "HTTP/1.1"
+    assert second.content == b"ok"
+    assert len(server.connections) == 1
+    post = server.requests[0]
+    assert post.startswith(b"POST /orders?x=1 HTTP/1.1\r\n")
+    assert b"\r\nHost: 127.0.0.1:" in post and b"\r\nContent-Length: 16\r\n" in post
+    assert server.requests[1].startswith(b"GET /orders?x=1 HTTP/1.1\r\n")
+    assert b"Content-Length" not in server.requests[1]
+
+
+async def test_a_streamed_request_body_goes_out_with_its_length() -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"deposit"
+        yield b"=100"
+
+    async with raw_server(keep_alive_ok) as server, client() as http:
+        response = await http.post(f"http://127.0.0.1:{server.port}/pay", content=chunks())
+    assert response.content == b"deposit=100"
+    assert b"Transfer-Encoding" not in server.requests[0]
+    assert b"\r\nContent-Length: 11\r\n" in server.requests[0]
+
+
+async def test_concurrent_calls_stay_within_the_connection_cap() -> None:
+    gate = asyncio.Event()
+    arrived = 0
+
+    async def answer_when_three_arrived(
+        server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        nonlocal arrived
+        while True:
+            await server.read_request(reader)
+            arrived += 1
+            if arrived >= 3:
+                gate.set()
+            await gate.wait()
+            writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            await writer.drain()
+
+    async with raw_server(answer_when_three_arrived) as server, client(max_connections=3) as http:
+        url = f"http://127.0.0.1:{server.port}/"
+        statuses = await asyncio.gather(*(http.get(url) for _ in range(12)))
+    assert [r.status_code for r in statuses] == [204] * 12
+    assert len(server.connections) == 3
+
+
+async def test_waiting_for_a_connection_past_the_pool_timeout_raises_pool_timeout() -> None:
+    release = asyncio.Event()
+
+    async def hold(
+        server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.read_request(reader)
+        await release.wait()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    async with raw_server(hold) as server, client(max_connections=1) as http:
+        url = f"http://127.0.0.1:{server.port}/"
+        busy = asyncio.create_task(http.get(url))
+        await eventually(lambda: len(server.requests) == 1, message="the first request")
+        with pytest.raises(httpx.PoolTimeout, match=r"no connection free within 0\.05s"):
+            await http.get(url, timeout=httpx.Timeout(5.0, pool=0.05))
+        release.set()
+        assert (await busy).status_code == 200
+
+
+async def test_chunked_and_close_delimited_bodies_are_read_whole() -> None:
+    async def chunked_then_close_delimited(
+        server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(b"5\r\nhello\r\n")
+        await writer.drain()
+        writer.write(b"6\r\n world\r\n0\r\n\r\n")
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
+        await writer.drain()
+        writer.close()
+
+    async with raw_server(chunked_then_close_delimited) as server, client() as http:
+        url = f"http://127.0.0.1:{server.port}/"
+        assert (await http.get(url)).content == b"hello world"
+        assert (await http.get(url)).content == b"until the end"
+
+
+async def test_interim_answers_are_skipped_and_head_answers_have_no_body() -> None:
+    async def early_hints(
+        server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
+        writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone")
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 999\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async with raw_server(early_hints) as server, client() as http:
+        url = f"http://127.0.0.1:{server.port}/"
+        created = await http.post(url, content=b"x")
+        assert (created.status_code, created.content) == (201, b"done")
+        assert "link" not in created.headers
+        head = await http.head(url)
+        assert (head.status_code, head.content, head.headers["content-length"]) == (200, b"", "999")
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (b"this is not http\r\n\r\n", "malformed HTTP response"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "closed the connection before"),
+        (b"", "closed the connection before"),
+    ],
+    ids=["garbage", "cut-mid-body", "closed-unanswered"],
+)
+async def test_a_broken_answer_raises_a_protocol_error_and_the_connection_is_dropped(
+    answer: bytes, error: str
+) -> None:
+    async def broken_then_fine(
+        server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        if len(server.connections) == 1:
+            await server.read_request(reader)
+            writer.write(answer)
+            await writer.drain()
+            writer.close()
+            return
+        await keep_alive_ok(server, reader, writer)
+
+    async with raw_server(broken_then_fine) as server, client() as http:
+        url = f"http://127.0.0.1:{server.port}/"
+        with pytest.raises(httpx.RemoteProtocolError, match=error):
+            await http.get(url)
+        assert (await http.get(url)).status_code == 200
+    assert len(server.connections) == 2
+
+
+async def test_a_silent_service_times_out_on_read_and_its_connection_is_not_reused() -> None:
+    async def silent_first(
+        server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        if len(server.connections) == 1:
+            await server.read_request(reader)
+            await reader.read()  # never answers
+            return
+        await keep_alive_ok(server, reader, writer)
+
+    async with raw_server(silent_first) as server, client() as http:
+        url = f"http://127.0.0.1:{server.port}/"
+        with pytest.raises(httpx.ReadTimeout, match=r"no response data for 0\.1s"):
+            await http.get(url, timeout=0.1)
+        assert (await http.get(url)).status_code == 200
+    assert len(server.connections) == 2
+
+
+async def test_the_read_timeout_counts_silence_not_the_whole_answer() -> None:
+    async def trickle(
+        server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n")
+        for byte in b"trickl":  # 6 x 60 ms: longer than the 0.25 s timeout in all
+            await asyncio.sleep(0.06)
+            writer.write(bytes([byte]))
+            await writer.drain()
+        await reader.read()
+
+    async with raw_server(trickle) as server, client() as http:
+        response = await http.get(f"http://127.0.0.1:{server.port}/", timeout=0.25)
+    assert response.content == b"trickl"
+
+
+async def test_a_refused_connection_raises_connect_error() -> None:
+    async with raw_server(keep_alive_ok) as server:
+        port = server.port
+    async with client() as http:
+        with pytest.raises(httpx.ConnectError, match=f"127.0.0.1:{port}"):
+            await http.get(f"http://127.0.0.1:{port}/")
+
+
+async def test_a_connection_the_service_closed_while_idle_is_not_reused() -> None:
+    close_now = asyncio.Event()
+
+    async def answer_once_then_close(
+        server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await close_now.wait()
+        writer.close()  # the service ends the keep-alive connection
+
+    async with raw_server(answer_once_then_close) as server, client() as http:
+        url = f"http://127.0.0.1:{server.port}/"
+        transport = http._transport
+        assert isinstance(transport, PlainHttpTransport)
+        assert (await http.get(url)).status_code == 200
+        (idle,) = transport._pools[("127.0.0.1", server.port)].idle
+        close_now.set()
+        await eventually(lambda: idle.closed, message="the service's close seen")
+        assert (await http.get(url)).status_code == 200
+    assert len(server.connections) == 2
+
+
+async def test_a_cancelled_call_closes_its_connection() -> None:
+    async def hang_first(
+        server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        if len(server.connections) == 1:
+            await server.read_request(reader)
+            await reader.read()
+            return
+        await keep_alive_ok(server, reader, writer)
+
+    async with raw_server(hang_first) as server, client(max_connections=1) as http:
+        url = f"http://127.0.0.1:{server.port}/"
+        call = asyncio.create_task(http.get(url))
+        await eventually(lambda: len(server.requests) == 1, message="the request")
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        # the cap of one is free again, on a fresh connection
+        assert (await http.get(url)).status_code == 200
+    assert len(server.connections) == 2
+
+
+async def test_https_is_not_this_transports_business() -> None:
+    async with client() as http:
+        with pytest.raises(httpx.UnsupportedProtocol):
+            await http.get("https://127.0.0.1:1/")
+
+
+def test_the_transport_runs_on_uvloop_as_the_daemon_does() -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def two_calls() -> list[int]:
+        async with raw_server(keep_alive_ok) as server, client() as http:
+            url = f"http://127.0.0.1:{server.port}/"
+            statuses = [(await http.post(url, json={"n": n})).status_code for n in range(2)]
+            assert len(server.connections) == 1
+            return statuses
+
+    assert uvloop.run(two_calls()) == [200, 200]
