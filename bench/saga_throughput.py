@@ -33,7 +33,7 @@ heartbeats); "/saga" takes this script's own queries out, "net" the background t
 ``bench/saga_statements.py`` shows what the commits are.
 
     .venv/bin/python bench/saga_throughput.py [--dsn DSN] [--runs 3] [--sagas 2000]
-        [--window 32] [--systems orch1,orch2,dbos1,dbos2]
+        [--window 128] [--systems orch1,orch2,dbos1,dbos2]
 
 DBOS is not one of orch's dependencies; install it into the venv first:
 ``.venv/bin/pip install dbos==3.4.0``.
@@ -780,7 +780,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sagas", type=int, default=2000, help="measured sagas a system")
     parser.add_argument("--warmup", type=int, default=200, help="unmeasured sagas first")
     parser.add_argument("--solo", type=int, default=100, help="sagas run one at a time after")
-    parser.add_argument("--window", type=int, default=32, help="sagas in flight (0: no bound)")
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=128,  # at 32, orch ran into the loop's own bound: 32 / (latency + poll)
+        help="sagas in flight (0: no bound)",
+    )
     parser.add_argument("--start-concurrency", type=int, default=16, help="start requests")
     parser.add_argument("--poll", type=float, default=0.05, help="seconds between counts")
     parser.add_argument("--settle", type=float, default=11.0, help="seconds for stats to flush")
