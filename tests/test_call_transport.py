@@ -12,8 +12,6 @@ import pytest
 from orchcore.callpath.transport import PlainHttpTransport
 from tests.support.polling import eventually
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
 
 class RawServer:
     """A TCP server on a loopback port whose handler writes whatever bytes a test wants."""
@@ -29,7 +27,7 @@ class RawServer:
         self.connections.append(writer)
         self.tasks.append(asyncio.current_task())  # type: ignore[arg-type]
         try:
-            await self.handler(reader, writer)
+            await self.handler(self, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass  # the client went away, or the test is over
         finally:
@@ -47,17 +45,12 @@ class RawServer:
         return request
 
 
+Handler = Callable[[RawServer, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
 @asynccontextmanager
-async def raw_server(
-    handler: Callable[[RawServer, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
-) -> AsyncIterator[RawServer]:
-    holder: list[RawServer] = []
-
-    async def bound(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await handler(holder[0], reader, writer)
-
-    server_state = RawServer(bound)
-    holder.append(server_state)
+async def raw_server(handler: Handler) -> AsyncIterator[RawServer]:
+    server_state = RawServer(handler)
     server = await asyncio.start_server(server_state._serve, "127.0.0.1", 0)
     server_state.port = server.sockets[0].getsockname()[1]
     try:
@@ -77,6 +70,17 @@ async def keep_alive_ok(
         body = b"HEAD" if request.startswith(b"HEAD") else request.split(b"\r\n\r\n", 1)[1] or b"ok"
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
         await writer.drain()
+
+
+async def silent_on_the_first_connection(
+    server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """The first connection gets its request read and never answered; later ones are served."""
+    if len(server.connections) == 1:
+        await server.read_request(reader)
+        await reader.read()
+        return
+    await keep_alive_ok(server, reader, writer)
 
 
 @asynccontextmanager
@@ -232,16 +236,7 @@ async def test_a_broken_answer_raises_a_protocol_error_and_the_connection_is_dro
 
 
 async def test_a_silent_service_times_out_on_read_and_its_connection_is_not_reused() -> None:
-    async def silent_first(
-        server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        if len(server.connections) == 1:
-            await server.read_request(reader)
-            await reader.read()  # never answers
-            return
-        await keep_alive_ok(server, reader, writer)
-
-    async with raw_server(silent_first) as server, client() as http:
+    async with raw_server(silent_on_the_first_connection) as server, client() as http:
         url = f"http://127.0.0.1:{server.port}/"
         with pytest.raises(httpx.ReadTimeout, match=r"no response data for 0\.1s"):
             await http.get(url, timeout=0.1)
@@ -299,16 +294,10 @@ async def test_a_connection_the_service_closed_while_idle_is_not_reused() -> Non
 
 
 async def test_a_cancelled_call_closes_its_connection() -> None:
-    async def hang_first(
-        server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        if len(server.connections) == 1:
-            await server.read_request(reader)
-            await reader.read()
-            return
-        await keep_alive_ok(server, reader, writer)
-
-    async with raw_server(hang_first) as server, client(max_connections=1) as http:
+    async with (
+        raw_server(silent_on_the_first_connection) as server,
+        client(max_connections=1) as http,
+    ):
         url = f"http://127.0.0.1:{server.port}/"
         call = asyncio.create_task(http.get(url))
         await eventually(lambda: len(server.requests) == 1, message="the request")

@@ -35,7 +35,7 @@ import httpx
 from orchcore.callpath.events import CallEvent, ServiceEventRecorder
 from orchcore.callpath.tls import TlsSettings
 from orchcore.callpath.tracecontext import TraceContext
-from orchcore.callpath.transport import PlainHttpTransport
+from orchcore.callpath.transport import MAX_CONNECTIONS, MAX_KEEPALIVE, PlainHttpTransport
 from orchcore.clock import Clock
 from orchcore.errors import OrchError
 from orchcore.mesh.effective import EffectivePolicy
@@ -498,7 +498,9 @@ def _http_client(tls: TlsSettings | None) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         transport=httpx.AsyncHTTPTransport(
             verify=tls.ssl_context() if tls else True,
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            limits=httpx.Limits(
+                max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE
+            ),
         ),
         mounts={"http://": PlainHttpTransport()},
         follow_redirects=False,
