@@ -15,7 +15,8 @@ last remaining user exits.
 Root: ``initdb`` and ``postgres`` refuse to run as root, so as root the server runs
 as an unprivileged user (``ORCH_PG_USER``, default ``nobody``). That user must be
 able to reach the data directory; orch never loosens permissions of folders it did
-not create, and says so in one line when it cannot proceed.
+not create, and says so in one line when it cannot proceed. Binaries that user
+cannot run where they are (a venv in ``/root``) are copied into the data directory.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import contextlib
 import fcntl
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import pwd
@@ -40,6 +42,9 @@ log = logging.getLogger("orch.embedded")
 SOCKET_PORT = 5432
 DATABASE = "orch"
 _MAX_SOCKET_PATH = 100  # sun_path is 108 bytes; leave room for ".s.PGSQL.5432"
+_TOOLS = ("initdb", "pg_ctl", "postgres", "psql")  # what orch runs
+_COPY_STAMP = "orch-copy.json"
+_COPY_LAYOUT = 2  # 1: pginstall/ alone (pre-stamp copies, whose initdb cannot load libpq)
 
 
 class EmbeddedUnavailable(RuntimeError):
@@ -131,6 +136,92 @@ def _may_search(st: os.stat_result, uid: int, gids: set[int]) -> bool:
     return bool(st.st_mode & stat.S_IXOTH)
 
 
+def binaries_copy_dir(data_dir: Path, install: Path) -> Path:
+    """Where the server user's copy of ``install`` (a folder holding ``bin/``) lives."""
+    digest = hashlib.sha256(str(install).encode()).hexdigest()[:12]
+    return data_dir / f"pgbin-{digest}"
+
+
+def _install_layout(install: Path) -> list[tuple[Path, Path]]:
+    """What to copy, each with its place in the copy; the install itself comes first.
+
+    Wheels repaired by auditwheel (pgserver's) keep their libraries in a
+    ``<package>.libs`` folder beside the package and find them by an RPATH relative to
+    each binary (``$ORIGIN/../../../pgserver.libs``; its name is mangled, so the
+    system's libpq cannot stand in): the copy keeps that relative layout.
+    """
+    package = install.parent
+    libs = package.parent / f"{package.name}.libs"
+    if libs.is_dir():
+        return [(install, Path(package.name) / install.name), (libs, Path(libs.name))]
+    return [(install, Path(install.name))]
+
+
+def _source_stamp(install: Path, parts: list[tuple[Path, Path]]) -> dict[str, Any]:
+    """Enough of the source to notice it changed: an upgrade rewrites these files."""
+    files = [install / "bin" / tool for tool in _TOOLS]
+    files += [entry for libs, _ in parts[1:] for entry in libs.iterdir()]
+    seen: dict[str, list[int]] = {}
+    for path in sorted(files):
+        with contextlib.suppress(OSError):  # a missing tool fails the copy's check instead
+            info = path.stat()
+            seen[str(path)] = [info.st_size, info.st_mtime_ns]
+    return {"layout": _COPY_LAYOUT, "source": str(install), "files": seen}
+
+
+def _read_stamp(target: Path) -> Any:
+    try:
+        return json.loads((target / _COPY_STAMP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # no copy, or one from before stamps (layout 1): copy again
+
+
+def _make_readable(folder: Path) -> None:
+    """Let the server user read the copy, which stays root's so that user cannot alter it."""
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode
+        search = stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
+        wanted = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+        if path.is_dir() or mode & stat.S_IXUSR:
+            wanted |= search
+        path.chmod(stat.S_IMODE(mode) | wanted)
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Put the finished copy in place; a previous one is moved aside first, then removed."""
+    aside: Path | None = None
+    if target.exists():
+        aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        target.rename(aside / "copy")
+    staging.rename(target)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _tools_fail(bin_dir: Path, user: ServerUser) -> str | None:
+    """None if every tool orch runs starts as ``user``; else the first failure, one line."""
+    for tool in _TOOLS:
+        try:
+            result = subprocess.run(
+                [str(bin_dir / tool), "--version"],
+                capture_output=True,
+                text=True,
+                cwd="/",
+                stdin=subprocess.DEVNULL,
+                user=user.uid,
+                group=user.gid,
+                extra_groups=[],
+            )
+        except OSError as error:
+            return f"{tool}: {error.strerror or error}"
+        if result.returncode != 0:
+            lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
+            return f"{tool}: {lines[0]}"
+    return None
+
+
 class EmbeddedPostgres:
     """One cluster in one directory, shared by every orch process that uses it."""
 
@@ -152,6 +243,11 @@ class EmbeddedPostgres:
             return preferred
         digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
         return Path(tempfile.gettempdir()) / f"orch-pg-{os.getuid()}-{digest}"
+
+    @property
+    def bin_dir(self) -> Path:
+        """The folder whose initdb, pg_ctl and postgres this server runs (maybe a copy)."""
+        return self._binaries()
 
     def dsn(self, database: str = DATABASE) -> str:
         return f"postgresql://postgres@/{database}?host={self.socket_dir}&port={SOCKET_PORT}"
@@ -219,23 +315,50 @@ class EmbeddedPostgres:
     def _binaries(self) -> Path:
         if self._bin is None:
             found = find_server_binaries()
-            if self.user is not None and not reachable_by(found, self.user):
-                found = self._copy_binaries_for_server_user(found)
+            if self.user is not None and not (
+                reachable_by(found, self.user) and _tools_fail(found, self.user) is None
+            ):
+                found = self._copy_binaries_for_server_user(found, self.user)
             self._bin = found
         return self._bin
 
-    def _copy_binaries_for_server_user(self, bin_dir: Path) -> Path:
-        """As root, binaries inside /root are out of the server user's reach: copy once."""
+    def _copy_binaries_for_server_user(self, bin_dir: Path, user: ServerUser) -> Path:
+        """As root, binaries in /root or a 0700 folder are out of the server user's reach.
+
+        The copy lives in the data directory, which that user reaches, is made once per
+        source (a stamp says which; an upgraded source is copied again) and is checked
+        by running the tools as that user, so a copy left broken is replaced.
+        """
+        self._check_reachable()
         install = bin_dir.parent
-        digest = hashlib.sha256(str(install).encode()).hexdigest()[:12]
-        target = self.root.parent / f"pgbin-{digest}"
-        if not (target / "bin" / "postgres").exists():
-            log.info("copying PostgreSQL binaries to %s for user %s", target, self.user)
-            staging = target.with_name(target.name + ".tmp")
+        target = binaries_copy_dir(self.root.parent, install)
+        parts = _install_layout(install)
+        copied_bin = target / parts[0][1] / "bin"
+        stamp = _source_stamp(install, parts)
+        if _read_stamp(target) == stamp and _tools_fail(copied_bin, user) is None:
+            return copied_bin
+        log.info("copying PostgreSQL binaries to %s for user %s", target, user.name)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+        try:
+            for source, relative in parts:
+                shutil.copytree(source, staging / relative, symlinks=True)
+            (staging / _COPY_STAMP).write_text(json.dumps(stamp), encoding="utf-8")
+            _make_readable(staging)
+            failure = _tools_fail(staging / parts[0][1] / "bin", user)
+            if failure is not None:
+                raise EmbeddedUnavailable(
+                    f"PostgreSQL binaries from {install} do not run as {user.name!r} even "
+                    f"when copied ({failure}); set ORCH_PG_BIN to binaries that user can "
+                    "run or ORCH_DATABASE_URL to an existing server"
+                )
+            _swap_in(staging, target)
+        except OSError as error:
+            raise EmbeddedUnavailable(
+                f"could not copy PostgreSQL binaries to {target} for {user.name!r}: {error}"
+            ) from None
+        finally:
             shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(install, staging, symlinks=True)
-            staging.rename(target)
-        return target / "bin"
+        return copied_bin
 
     def _check_reachable(self) -> None:
         if self.user is None:
