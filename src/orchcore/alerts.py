@@ -14,24 +14,10 @@ from pydantic import BaseModel
 
 from orchcore.audit import record_action
 from orchcore.clock import Clock
-from orchcore.db import Database
+from orchcore.db import Database, Queries
 from orchcore.errors import NotFoundError
 
-_LIST = """
-SELECT * FROM alerts
-WHERE ($1::boolean = false OR resolved_at IS NULL)
-  AND ($2::text IS NULL OR subject_kind = $2) AND ($3::text IS NULL OR subject_id = $3)
-ORDER BY raised_at DESC LIMIT $4
-"""
-_ACK = """
-UPDATE alerts SET acknowledged_at = $2, acknowledged_by = $3
-WHERE id = $1 AND acknowledged_at IS NULL RETURNING *
-"""
-_RESOLVE = """
-UPDATE alerts SET resolved_at = $2, resolved_by = $3 WHERE id = $1 AND resolved_at IS NULL
-RETURNING *
-"""
-_OPEN_COUNT = "SELECT count(*) FROM alerts WHERE resolved_at IS NULL"
+Q = Queries("orchcore")
 
 
 class Alert(BaseModel):
@@ -62,18 +48,18 @@ class AlertStore:
         subject_id: str | None = None,
         limit: int = 100,
     ) -> list[Alert]:
-        rows = await self._db.fetch(_LIST, open_only, subject_kind, subject_id, limit)
+        rows = await self._db.fetch(Q.list_alerts, open_only, subject_kind, subject_id, limit)
         return [Alert.model_validate(dict(row)) for row in rows]
 
     async def open_count(self) -> int:
-        count: int = await self._db.fetchval(_OPEN_COUNT)
+        count: int = await self._db.fetchval(Q.open_alert_count)
         return count
 
     async def acknowledge(self, alert_id: UUID, *, actor: str) -> Alert:
-        return await self._change(_ACK, alert_id, actor, "alert.acknowledge")
+        return await self._change(Q.acknowledge_alert, alert_id, actor, "alert.acknowledge")
 
     async def resolve(self, alert_id: UUID, *, actor: str) -> Alert:
-        return await self._change(_RESOLVE, alert_id, actor, "alert.resolve")
+        return await self._change(Q.resolve_alert, alert_id, actor, "alert.resolve")
 
     async def _change(self, query: str, alert_id: UUID, actor: str, action: str) -> Alert:
         now = self._clock.now()

@@ -10,22 +10,12 @@ from uuid import UUID, uuid4
 from pydantic import BaseModel
 
 from orchcore.clock import Clock
-from orchcore.db import Database
+from orchcore.db import Database, Queries
 
 #: A daemon whose heartbeat is older than this is considered dead.
 ALIVE_WINDOW = timedelta(seconds=15)
 
-_JOIN = """
-INSERT INTO orch_daemons (id, daemon_name, hostname, pid, listen, version, started_at, heartbeat_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
-"""
-_BEAT = "UPDATE orch_daemons SET heartbeat_at = $2 WHERE id = $1"
-_LEAVE = "UPDATE orch_daemons SET stopped_at = $2, heartbeat_at = $2 WHERE id = $1"
-_LIST = """
-SELECT *, (stopped_at IS NULL AND heartbeat_at > $1) AS alive FROM orch_daemons
-WHERE stopped_at IS NULL OR stopped_at > $2
-ORDER BY started_at
-"""
+Q = Queries("orchcore")
 
 
 class DaemonInfo(BaseModel):
@@ -50,7 +40,7 @@ class DaemonMembership:
         daemon_id = uuid4()
         hostname = socket.gethostname()
         await self._db.execute(
-            _JOIN,
+            Q.join_daemon,
             daemon_id,
             name or f"{hostname}:{os.getpid()}",
             hostname,
@@ -62,12 +52,12 @@ class DaemonMembership:
         return daemon_id
 
     async def heartbeat(self, daemon_id: UUID) -> None:
-        await self._db.execute(_BEAT, daemon_id, self._clock.now())
+        await self._db.execute(Q.daemon_heartbeat, daemon_id, self._clock.now())
 
     async def leave(self, daemon_id: UUID) -> None:
-        await self._db.execute(_LEAVE, daemon_id, self._clock.now())
+        await self._db.execute(Q.leave_daemon, daemon_id, self._clock.now())
 
     async def list(self, *, recently_stopped: timedelta = timedelta(hours=1)) -> list[DaemonInfo]:
         now = self._clock.now()
-        rows = await self._db.fetch(_LIST, now - ALIVE_WINDOW, now - recently_stopped)
+        rows = await self._db.fetch(Q.list_daemons, now - ALIVE_WINDOW, now - recently_stopped)
         return [DaemonInfo.model_validate(dict(row)) for row in rows]

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from orchcore.audit import record_action
 from orchcore.auth.roles import ROLES, Principal, Role
 from orchcore.clock import Clock
-from orchcore.db import Database
+from orchcore.db import Database, Queries
 from orchcore.db.listen import NotificationListener
 from orchcore.errors import ConflictError, NotFoundError, ValidationFailed
 from orchcore.registry.models import check_service_name
@@ -33,30 +33,7 @@ _LAST_USED_GRANULARITY = timedelta(minutes=1)
 #: How long a verified token is trusted without looking it up again.
 VERIFIED_TTL_SECONDS = 5.0
 
-_INSERT = """
-INSERT INTO api_tokens (token_name, token_prefix, token_sha256, role, service_name,
-                        created_by, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-RETURNING *
-"""
-_BY_HASH = "SELECT * FROM api_tokens WHERE token_sha256 = $1"
-_TOUCH = "UPDATE api_tokens SET last_used_at = $2 WHERE id = $1"
-_LIST = """
-SELECT * FROM api_tokens WHERE ($1::boolean OR revoked_at IS NULL) ORDER BY created_at
-"""
-_MATCHING = """
-SELECT id, token_name FROM api_tokens
-WHERE revoked_at IS NULL
-  AND (id::text = $1 OR token_prefix = $1 OR (length($1) >= 8 AND id::text LIKE $1 || '%'))
-"""
-_REVOKE = """
-UPDATE api_tokens SET revoked_at = $2, revoked_by = $3
-WHERE id = $1 AND revoked_at IS NULL
-RETURNING *
-"""
-_NOTIFY_REVOKED = """
-SELECT pg_notify('orch', json_build_object('topic', 'token', 'op', 'revoke', 'id', $1::uuid)::text)
-"""
+Q = Queries("orchcore.auth")
 
 
 class ApiToken(BaseModel):
@@ -117,7 +94,7 @@ class TokenStore:
         now = self._clock.now()
         async with self._db.transaction() as conn:
             row = await conn.fetchrow(
-                _INSERT, name, secret[:12], _digest(secret), role, service_name, actor, now
+                Q.insert_token, name, secret[:12], _digest(secret), role, service_name, actor, now
             )
             assert row is not None
             await record_action(
@@ -139,19 +116,19 @@ class TokenStore:
         cached = self._verified.get(digest)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        row = await self._db.fetchrow(_BY_HASH, digest)
+        row = await self._db.fetchrow(Q.token_by_hash, digest)
         if row is None or row["revoked_at"] is not None:
             return None
         now = self._clock.now()
         last = row["last_used_at"]
         if last is None or now - last > _LAST_USED_GRANULARITY:
-            await self._db.execute(_TOUCH, row["id"], now)
+            await self._db.execute(Q.touch_token, row["id"], now)
         principal = Principal(row["id"], row["token_name"], row["role"], row["service_name"])
         self._verified[digest] = (time.monotonic() + VERIFIED_TTL_SECONDS, principal)
         return principal
 
     async def list_tokens(self, *, include_revoked: bool = False) -> list[ApiToken]:
-        rows = await self._db.fetch(_LIST, include_revoked)
+        rows = await self._db.fetch(Q.list_tokens, include_revoked)
         return [ApiToken.model_validate(dict(row)) for row in rows]
 
     async def revoke(self, key: str, *, actor: str) -> ApiToken:
@@ -159,15 +136,15 @@ class TokenStore:
         now = self._clock.now()
         key = key.removesuffix("…")
         async with self._db.transaction() as conn:
-            matches = await conn.fetch(_MATCHING, key)
+            matches = await conn.fetch(Q.active_tokens_matching, key)
             if not matches:
                 raise NotFoundError("active token", key)
             if len(matches) > 1:
                 names = ", ".join(f"{m['token_name']} ({m['id']})" for m in matches)
                 raise ConflictError(f"{key!r} matches {len(matches)} tokens: {names}")
-            row = await conn.fetchrow(_REVOKE, matches[0]["id"], now, actor)
+            row = await conn.fetchrow(Q.revoke_token, matches[0]["id"], now, actor)
             assert row is not None
-            await conn.execute(_NOTIFY_REVOKED, row["id"])
+            await conn.execute(Q.notify_token_revoked, row["id"])
             await record_action(
                 conn,
                 actor=actor,

@@ -12,9 +12,12 @@ from dataclasses import dataclass
 from importlib import resources
 
 from orchcore.db.pool import Connection
+from orchcore.db.queries import Queries
 
 # An arbitrary constant: the advisory lock key that guards orch's migrations.
 MIGRATION_LOCK_KEY = 7_400_2026
+
+Q = Queries("orchcore.db")
 
 
 @dataclass(frozen=True)
@@ -38,49 +41,29 @@ def available_migrations() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-_CREATE_LEDGER = """
-CREATE TABLE IF NOT EXISTS orch_schema_migrations (
-    version TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    checksum TEXT NOT NULL,
-    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-)
-"""
-
-
 async def migrate(conn: Connection) -> list[Migration]:
     """Apply every migration not yet recorded; return the ones applied now."""
     applied_now: list[Migration] = []
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+    await conn.execute(Q.take_migration_lock, MIGRATION_LOCK_KEY)
     try:
-        await conn.execute(_CREATE_LEDGER)
-        done = {
-            row["version"]: row["checksum"]
-            for row in await conn.fetch("SELECT version, checksum FROM orch_schema_migrations")
-        }
+        await conn.execute(Q.create_migration_ledger)
+        done = {row["version"]: row["checksum"] for row in await conn.fetch(Q.applied_migrations)}
         for migration in available_migrations():
             if migration.version in done:
                 continue
             async with conn.transaction():
                 await conn.execute(migration.sql)
                 await conn.execute(
-                    "INSERT INTO orch_schema_migrations (version, name, checksum)"
-                    " VALUES ($1, $2, $3)",
-                    migration.version,
-                    migration.name,
-                    migration.checksum,
+                    Q.record_migration, migration.version, migration.name, migration.checksum
                 )
             applied_now.append(migration)
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+        await conn.execute(Q.release_migration_lock, MIGRATION_LOCK_KEY)
     return applied_now
 
 
 async def pending_migrations(conn: Connection) -> list[Migration]:
-    exists = await conn.fetchval("SELECT to_regclass('orch_schema_migrations') IS NOT NULL")
     done: set[str] = set()
-    if exists:
-        done = {
-            r["version"] for r in await conn.fetch("SELECT version FROM orch_schema_migrations")
-        }
+    if await conn.fetchval(Q.migration_ledger_exists):
+        done = {row["version"] for row in await conn.fetch(Q.applied_migrations)}
     return [m for m in available_migrations() if m.version not in done]
