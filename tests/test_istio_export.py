@@ -7,9 +7,11 @@ import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+import httpx
 import pytest
 import yaml
 
@@ -20,13 +22,16 @@ from orchcore.mesh.istio import (
     Workload,
     build_istio_documents,
     dump_yaml,
-    export_istio,
     istio_duration,
     subset_name,
     subset_names,
 )
+from orchcore.mesh.istio_export import export_istio
 from orchcore.mesh.istio_validation import parse_duration, validate_documents
-from orchcore.mesh.models import MeshPolicy
+from orchcore.mesh.models import STORED_ROW, MeshPolicy
+from orchcore.mesh.store import Q
+from tests.support.api import serve_api
+from tests.support.cli import run_orch
 
 Doc = dict[str, Any]
 
@@ -76,6 +81,15 @@ async def add_policy(
         },
         actor="t",
     )
+
+
+async def exported_documents(
+    orch: Orch, *, service: str | None = None, namespace: str = "default"
+) -> list[Doc]:
+    """The export's documents, when nothing had to be left out of it."""
+    result = await export_istio(orch, service=service, namespace=namespace)
+    assert result.left_out == []
+    return result.documents
 
 
 def find(documents: Sequence[Doc], kind: str, name: str) -> Doc:
@@ -136,7 +150,7 @@ async def test_every_kind_from_representative_policies(orch: Orch) -> None:
     await add_policy(orch, "booking-security", "security", SECURITY)
     await add_policy(orch, "no-admin", "security", DENY_ADMIN, targets=[])
 
-    documents = await export_istio(orch, namespace="weddings")
+    documents = await exported_documents(orch, namespace="weddings")
 
     assert kinds(documents) == [
         ("DestinationRule", "booking"),
@@ -236,7 +250,7 @@ async def test_no_policies_gives_only_destination_rules(orch: Orch) -> None:
     await register(orch, "booking", ["1.0.0", "1.1.0"])
     await register(orch, "venue")  # no instances: nothing to name subsets after
 
-    documents = await export_istio(orch)
+    documents = await exported_documents(orch)
 
     assert kinds(documents) == [("DestinationRule", "booking"), ("DestinationRule", "venue")]
     assert validate_documents(documents) == []
@@ -255,7 +269,7 @@ async def test_service_filter_and_unknown_service(orch: Orch) -> None:
         orch, "everyone-strict", "security", {"mutual_tls": {"mode": "permissive"}}, targets=["*"]
     )
 
-    documents = await export_istio(orch, service="venue")
+    documents = await exported_documents(orch, service="venue")
 
     assert kinds(documents) == [("DestinationRule", "venue"), ("PeerAuthentication", "venue")]
     assert documents[1]["spec"]["mtls"] == {"mode": "PERMISSIVE"}
@@ -294,7 +308,7 @@ async def test_highest_priority_wins_per_setting_whatever_the_source(orch: Orch)
         orch, "switched-off", "resilience", {"timeout": 99}, priority=50, is_enabled=False
     )
 
-    documents = await export_istio(orch)
+    documents = await exported_documents(orch)
 
     route = find(documents, "VirtualService", "booking")["spec"]["http"][0]
     assert route["retries"] == {"attempts": 4, "perTryTimeout": "0.5s", "retryOn": "5xx"}
@@ -316,7 +330,7 @@ async def test_single_attempt_and_circuit_breaker(orch: Orch) -> None:
         targets=["payments"],
     )
 
-    documents = await export_istio(orch)
+    documents = await exported_documents(orch)
 
     route = find(documents, "VirtualService", "payments")["spec"]["http"][0]
     # Istio retries twice unless told not to; orch's one attempt is bounded by its timeout
@@ -344,7 +358,7 @@ async def test_outlier_detection_wins_over_circuit_breaker(orch: Orch) -> None:
         },
     )
 
-    documents = await export_istio(orch)
+    documents = await exported_documents(orch)
 
     rule = find(documents, "DestinationRule", "booking")
     assert rule["spec"]["trafficPolicy"]["outlierDetection"]["consecutive5xxErrors"] == 2
@@ -356,7 +370,7 @@ async def test_weighted_balancing_becomes_route_weights_per_version(orch: Orch) 
         orch, "venue", ["1.0.0", "1.1.0", "1.1.0"], weights=[3, 1, 0], load_balancing="weighted"
     )
 
-    documents = await export_istio(orch)
+    documents = await exported_documents(orch)
 
     rule = find(documents, "DestinationRule", "venue")
     assert rule["spec"]["trafficPolicy"]["loadBalancer"] == {"simple": "ROUND_ROBIN"}
@@ -384,7 +398,7 @@ async def test_weights_by_version_from_a_policy_add_up_to_100(orch: Orch) -> Non
         targets=["venue"],
     )
 
-    documents = await export_istio(orch)
+    documents = await exported_documents(orch)
 
     routes = find(documents, "VirtualService", "venue")["spec"]["http"][0]["route"]
     assert [r["weight"] for r in routes] == [34, 33, 33]
@@ -395,7 +409,7 @@ async def test_split_to_a_version_without_instances_still_has_its_subset(orch: O
     await register(orch, "booking", ["1.4.0"])
     await add_policy(orch, "canary", "traffic", SPLIT)
 
-    documents = await export_istio(orch)
+    documents = await exported_documents(orch)
 
     subsets = find(documents, "DestinationRule", "booking")["spec"]["subsets"]
     assert [s["name"] for s in subsets] == ["v1-4-0", "v2-0-0"]
@@ -422,7 +436,7 @@ async def test_authorization_follows_policy_sources_and_fails_closed(orch: Orch)
         orch, "deny-reports", "security", {"authorization": {"action": "deny", "rules": deny_rules}}
     )
 
-    documents = await export_istio(orch)
+    documents = await exported_documents(orch)
 
     allow = find(documents, "AuthorizationPolicy", "booking-allow")
     # payments is not among the policy's sources; /a/*/b has no Istio form: both left out
@@ -449,11 +463,172 @@ async def test_allow_policy_with_nothing_left_allows_nothing(orch: Orch) -> None
         targets=["*"],
     )
 
-    documents = await export_istio(orch)
+    documents = await exported_documents(orch)
 
     allow = find(documents, "AuthorizationPolicy", "booking-allow")
     assert "rules" not in allow["spec"]  # Istio's "allow nothing", as orch denies these calls
     assert validate_documents(documents) == []
+
+
+# -- what cannot be exported is left out, never the export --------------------------------
+
+
+async def store_old_row(
+    orch: Orch,
+    name: str,
+    kind: str,
+    config: dict[str, Any],
+    *,
+    targets: Sequence[str] = ("booking",),
+    enabled: bool = True,
+) -> None:
+    """A row as an older orch (or a hand) wrote it, past today's rules: the store's own
+    insert, without its checks."""
+    row = await orch.db.fetchrow(
+        Q.insert_policy, name, kind, [], list(targets), config, enabled, 0, "old", orch.clock.now()
+    )
+    assert row is not None
+
+
+OLD_SPLIT = {
+    "traffic_splitting": {
+        "routes": [
+            {"destination": "payment-service:1.0.0", "weight": 90},
+            {"destination": "2.0.0", "weight": 10},
+        ]
+    }
+}
+OLD_SPLIT_REASON = (
+    "policy_config.traffic_splitting.routes.0.destination: a destination is a version label "
+    "of the target service such as 1.4.0"
+)
+
+
+async def test_a_stored_policy_the_export_cannot_write_is_left_out(orch: Orch) -> None:
+    await register(orch, "booking", ["1.4.0", "2.0.0"])
+    await register(orch, "venue", ["1.0.0"])
+    await store_old_row(orch, "old-split", "traffic", OLD_SPLIT)
+    await add_policy(orch, "booking-resilience", "resilience", RESILIENCE)
+    await add_policy(orch, "booking-security", "security", SECURITY)
+
+    result = await export_istio(orch)
+
+    assert [(item.kind, item.name) for item in result.left_out] == [("policy", "old-split")]
+    assert result.left_out[0].reason.startswith(OLD_SPLIT_REASON)
+    assert validate_documents(result.documents) == []
+    assert kinds(result.documents) == [
+        ("DestinationRule", "booking"),
+        ("VirtualService", "booking"),
+        ("PeerAuthentication", "booking"),
+        ("AuthorizationPolicy", "booking-allow"),
+        ("DestinationRule", "venue"),
+    ]
+    route = find(result.documents, "VirtualService", "booking")["spec"]["http"][0]
+    assert route["route"] == [{"destination": {"host": "booking"}}]  # no split: it was left out
+    assert "old-split" not in json.dumps(result.documents)
+
+
+async def test_the_left_out_are_named_at_the_top_of_the_yaml(orch: Orch) -> None:
+    await register(orch, "booking", ["1.4.0"])
+    await store_old_row(orch, "old-split", "traffic", OLD_SPLIT)
+
+    result = await export_istio(orch)
+    text = result.yaml()
+
+    first, rest = text.split("\n", 1)
+    assert first.startswith(f"# orch: policy old-split left out of this export: {OLD_SPLIT_REASON}")
+    assert rest.startswith("---\napiVersion: networking.istio.io/v1\n")
+    assert list(yaml.safe_load_all(text)) == result.documents
+
+
+async def test_a_row_that_no_longer_reads_is_left_out(orch: Orch) -> None:
+    await register(orch, "booking", ["1.0.0"])
+    await add_policy(orch, "booking-timeout", "resilience", {"timeout": 3})
+    await store_old_row(orch, "quantum", "traffic", {"quantum_routing": {"entangled": True}})
+
+    result = await export_istio(orch)
+
+    assert [(item.kind, item.name) for item in result.left_out] == [("policy", "quantum")]
+    assert result.left_out[0].reason == (
+        "the stored row does not read as a policy: "
+        "policy_config.quantum_routing: Extra inputs are not permitted"
+    )
+    route = find(result.documents, "VirtualService", "booking")["spec"]["http"][0]
+    assert route["timeout"] == "3s"
+
+
+async def test_a_left_out_authorization_policy_says_what_is_missing(orch: Orch) -> None:
+    await register(orch, "booking", ["1.0.0"])
+    template = {"from": ["venue"], "to": ["booking"], "when": {"endpoint": ["/bookings/{id}"]}}
+    await store_old_row(
+        orch, "old-allow", "security", {"authorization": {"action": "allow", "rules": [template]}}
+    )
+    deny_all = {"from": ["*"], "to": ["*"], "when": {"method": [""]}}
+    await store_old_row(
+        orch, "old-deny", "security", {"authorization": {"action": "deny", "rules": [deny_all]}}
+    )
+    await store_old_row(orch, "old-off", "traffic", OLD_SPLIT, enabled=False)
+
+    result = await export_istio(orch)
+
+    reasons = {item.name: item.reason for item in result.left_out}
+    assert set(reasons) == {"old-allow", "old-deny"}  # old-off is disabled: never exported
+    assert reasons["old-allow"].startswith(
+        "policy_config.authorization.rules.0.when.endpoint.0: '/bookings/{id}': endpoints are globs"
+    )
+    assert reasons["old-allow"].endswith(
+        "; its allow rules are missing, so Istio does not admit callers as orch does"
+    )
+    assert reasons["old-deny"].startswith(
+        "policy_config.authorization.rules.0.when.method.0: '' is not an HTTP method"
+    )
+    assert reasons["old-deny"].endswith("so Istio lets through what orch denies")
+    assert kinds(result.documents) == [("DestinationRule", "booking")]
+
+
+async def test_a_service_whose_own_documents_fail_is_left_out(orch: Orch) -> None:
+    await register(orch, "booking", ["1.0.0"])
+    await register(orch, "venue-", ["1.0.0"])  # the registry takes it; a DNS label may not end in -
+
+    result = await export_istio(orch)
+
+    assert [(item.kind, item.name) for item in result.left_out] == [("service", "venue-")]
+    assert result.left_out[0].reason.startswith(
+        "DestinationRule/venue-: metadata.name: 'venue-' is not a DNS-1123 name"
+    )
+    assert kinds(result.documents) == [("DestinationRule", "booking")]
+
+
+async def test_instances_of_a_version_no_label_can_hold_get_no_subset(orch: Orch) -> None:
+    await register(orch, "booking", ["1.4.0", "1.4.0+b7"], load_balancing="weighted")
+
+    documents = await exported_documents(orch)
+
+    rule = find(documents, "DestinationRule", "booking")
+    assert rule["spec"]["subsets"] == [{"name": "v1-4-0", "labels": {"version": "1.4.0"}}]
+    assert (
+        "instances of version '1.4.0+b7' have no subset: it is not a Kubernetes label value"
+        in rule["metadata"]["annotations"]["orch/notes"]
+    )
+    assert validate_documents(documents) == []
+
+
+def test_the_rendering_half_names_the_section() -> None:
+    """A row past the model's rules is caught by its Istio form alone, too."""
+    from orchcore.mesh.exportable import check_rendering, export_problem
+
+    old = _policy("old-split", "traffic", OLD_SPLIT, stored=True)
+    with pytest.raises(ValidationFailed) as caught:
+        check_rendering(old)
+    assert caught.value.field == "policy_config.traffic_splitting"
+    assert caught.value.reason.startswith(
+        "its Istio form is invalid: DestinationRule/booking: "
+        "spec.subsets[1].labels.version: 'payment-service:1.0.0' is not a Kubernetes label value"
+    )
+    problem = export_problem(old)
+    assert problem is not None
+    assert problem.field == "policy_config.traffic_splitting.routes.0.destination"
+    assert export_problem(_policy("canary", "traffic", SPLIT)) is None
 
 
 # -- names and durations ------------------------------------------------------------------
@@ -491,7 +666,7 @@ def test_durations() -> None:
 # -- the validator ------------------------------------------------------------------------
 
 
-def _policy(name: str, kind: str, config: dict[str, Any]) -> MeshPolicy:
+def _policy(name: str, kind: str, config: dict[str, Any], *, stored: bool = False) -> MeshPolicy:
     now = datetime.now(UTC)
     return MeshPolicy.model_validate(
         {
@@ -508,7 +683,8 @@ def _policy(name: str, kind: str, config: dict[str, Any]) -> MeshPolicy:
             "updated_at": now,
             "last_applied_at": None,
             "last_applied_by": None,
-        }
+        },
+        context=STORED_ROW if stored else None,
     )
 
 
@@ -532,6 +708,11 @@ def exported() -> list[Doc]:
 def _route(documents: list[Doc]) -> Doc:
     route: Doc = documents[1]["spec"]["http"][0]
     return route
+
+
+def _operation(documents: list[Doc]) -> Doc:
+    operation: Doc = documents[3]["spec"]["rules"][0]["to"][0]["operation"]
+    return operation
 
 
 def _traffic_policy(documents: list[Doc]) -> Doc:
@@ -626,6 +807,36 @@ BREAKAGES: list[tuple[str, Callable[[list[Doc]], Any], str]] = [
         "AuthorizationPolicy/booking-deny: spec: only one of targetRefs or selector can be set",
     ),
     (
+        "empty path (Istio's webhook)",
+        lambda d: _operation(d)["paths"].append(""),
+        "AuthorizationPolicy/booking-allow: spec.rules[0].to[0].operation.paths[2]: "
+        "empty value not allowed",
+    ),
+    (
+        "empty method (Istio's webhook)",
+        lambda d: _operation(d)["methods"].insert(0, ""),
+        "AuthorizationPolicy/booking-allow: spec.rules[0].to[0].operation.methods[0]: "
+        "empty value not allowed",
+    ),
+    (
+        "braces beyond a path template",
+        lambda d: _operation(d)["paths"].__setitem__(0, "/bookings/{id}"),
+        "AuthorizationPolicy/booking-allow: spec.rules[0].to[0].operation.paths[0]: "
+        "'/bookings/{id}' holds '{' or '}' beyond a supported path template",
+    ),
+    (
+        "{**} before another template",
+        lambda d: _operation(d)["paths"].__setitem__(0, "/a/{**}/b/{*}"),
+        "AuthorizationPolicy/booking-allow: spec.rules[0].to[0].operation.paths[0]: "
+        "'/a/{**}/b/{*}': {**} must be the last template operator",
+    ),
+    (
+        "templated path with a segment that is no literal",
+        lambda d: _operation(d)["paths"].__setitem__(0, "/a b/{*}"),
+        "AuthorizationPolicy/booking-allow: spec.rules[0].to[0].operation.paths[0]: "
+        "'/a b/{*}': segment 'a b' is not a valid literal",
+    ),
+    (
         "version that is no label value",
         lambda d: d[0]["spec"]["subsets"][0]["labels"].update(version="1.4.0+b7"),
         "DestinationRule/booking: spec.subsets[0].labels.version: '1.4.0+b7' is not a "
@@ -654,6 +865,7 @@ def test_validator_takes_nullable_and_go_durations(exported: list[Doc]) -> None:
         consecutive5xxErrors=None, interval="1m30s"
     )
     _route(documents).update(timeout="100ms")
+    _operation(documents)["paths"] += ["/bookings/{*}/raw", "/files/{**}", "/a b"]
     assert validate_documents(documents) == []
 
 
@@ -697,3 +909,120 @@ def test_dump_yaml_round_trips(exported: list[Doc]) -> None:
     assert list(yaml.safe_load_all(text)) == exported
     assert dump_yaml(exported) == text
     assert dump_yaml([]) == ""
+
+
+# -- the faces: CLI and HTTP API ------------------------------------------------------------
+
+
+async def booking_with_an_old_split(orch: Orch) -> None:
+    await register(orch, "booking", ["1.4.0"])
+    await store_old_row(orch, "old-split", "traffic", OLD_SPLIT)
+    await add_policy(orch, "booking-timeout", "resilience", {"timeout": 3})
+
+
+async def test_cli_export_warns_and_exports_the_rest(dsn: str, orch: Orch, tmp_path: Path) -> None:
+    await booking_with_an_old_split(orch)
+
+    plain = await run_orch(dsn, "mesh", "export")
+
+    assert plain.code == 0, plain.stderr
+    assert plain.stdout.startswith(
+        f"# orch: policy old-split left out of this export: {OLD_SPLIT_REASON}"
+    )
+    docs = list(yaml.safe_load_all(plain.stdout))
+    assert kinds(docs) == [("DestinationRule", "booking"), ("VirtualService", "booking")]
+    warning, summary = plain.stderr.strip().splitlines()
+    assert warning.startswith(
+        f"orch: warning: policy old-split left out of this export: {OLD_SPLIT_REASON}"
+    )
+    assert summary == "2 document(s), valid against Istio v1 schemas, 1 left out"
+
+    as_json = await run_orch(dsn, "mesh", "export", "--json")
+    assert as_json.code == 0, as_json.stderr
+    body = as_json.json()
+    assert (sorted(body), kinds(body["documents"])) == (["documents", "left_out"], kinds(docs))
+    assert [(i["kind"], i["name"]) for i in body["left_out"]] == [("policy", "old-split")]
+    assert body["left_out"][0]["reason"].startswith(OLD_SPLIT_REASON)
+
+
+async def test_cli_export_strict_writes_nothing_partial(
+    dsn: str, orch: Orch, tmp_path: Path
+) -> None:
+    await booking_with_an_old_split(orch)
+    out = tmp_path / "mesh.yaml"
+
+    strict = await run_orch(dsn, "mesh", "export", "--strict", "--output", str(out))
+
+    assert (strict.code, strict.stdout, out.exists()) == (3, "", False)
+    warning, error = strict.stderr.strip().splitlines()
+    assert warning.startswith("orch: warning: policy old-split left out of this export: ")
+    assert error == "orch: error: 1 left out of the export; nothing written (--strict)"
+    strict_json = await run_orch(dsn, "mesh", "export", "--strict", "--json")
+    assert strict_json.code == 3
+    assert [i["name"] for i in strict_json.json()["left_out"]] == ["old-split"]
+
+    disabled = await run_orch(dsn, "mesh", "policy", "disable", "old-split", "--yes")
+    assert disabled.code == 0, disabled.stderr
+    clean = await run_orch(dsn, "mesh", "export", "--strict", "--output", str(out))
+    assert clean.code == 0, clean.stderr
+    assert not out.read_text().startswith("#")
+    refused = await run_orch(dsn, "mesh", "policy", "enable", "old-split", "--yes")
+    assert refused.code == 2
+    assert refused.stderr.startswith(
+        "orch: error: policy_config.traffic_splitting.routes.0.destination: "
+    )
+
+
+async def test_api_export_names_what_was_left_out(orch: Orch) -> None:
+    await booking_with_an_old_split(orch)
+    secret, _ = await orch.tokens.create(name="reader", role="platform_engineer", actor="t")
+    auth = {"Authorization": f"Bearer {secret}"}
+    async with serve_api(orch) as base_url, httpx.AsyncClient(base_url=base_url) as api:
+        as_yaml = await api.get("/api/orchestration/mesh/export", headers=auth)
+        as_json = await api.get(
+            "/api/orchestration/mesh/export", params={"output": "json"}, headers=auth
+        )
+        schema = (await api.get("/openapi.json")).json()
+
+    assert as_yaml.status_code == 200, as_yaml.text
+    assert as_yaml.headers["x-orch-left-out"] == "1"
+    assert as_yaml.text.startswith("# orch: policy old-split left out of this export: ")
+    assert kinds(list(yaml.safe_load_all(as_yaml.text))) == [
+        ("DestinationRule", "booking"),
+        ("VirtualService", "booking"),
+    ]
+    body = as_json.json()
+    assert [(i["kind"], i["name"]) for i in body["left_out"]] == [("policy", "old-split")]
+    assert len(body["documents"]) == 2
+    route = schema["components"]["schemas"]["TrafficRoute"]["properties"]["destination"]
+    assert route["pattern"] == "^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+    answers = schema["paths"]["/api/orchestration/mesh/export"]["get"]["responses"]["200"]
+    assert answers["content"] == {
+        "application/json": {"schema": {"$ref": "#/components/schemas/IstioExport"}},
+        "application/yaml": {"schema": {"type": "string"}},
+    }
+
+
+async def test_api_refuses_a_split_to_service_colon_version(orch: Orch) -> None:
+    secret, _ = await orch.tokens.create(name="writer", role="platform_engineer", actor="t")
+    auth = {"Authorization": f"Bearer {secret}"}
+    body = {
+        "policy_name": "payments-canary",
+        "policy_type": "traffic",
+        "target_services": ["payment-service"],
+        "policy_config": OLD_SPLIT,
+    }
+    async with serve_api(orch) as base_url, httpx.AsyncClient(base_url=base_url) as api:
+        refused = await api.post("/api/orchestration/mesh/policies", json=body, headers=auth)
+
+    assert refused.status_code == 422
+    detail = refused.json()["detail"][0]
+    assert detail["loc"] == [
+        "body",
+        "policy_config",
+        "traffic_splitting",
+        "routes",
+        0,
+        "destination",
+    ]
+    assert "write '1.0.0'" in detail["msg"]

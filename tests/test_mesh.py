@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 
 from orchcore import ConflictError, ManualClock, NotFoundError, Orch, Settings, ValidationFailed
+from orchcore.mesh.models import CreateMeshPolicyRequest
+from orchcore.mesh.store import Q
 from tests.support.http import SwitchableServer
 from tests.support.polling import eventually
 from tests.support.registry import healthy_service
@@ -88,6 +90,169 @@ async def test_config_is_validated_per_type(
         await orch.mesh.create(request("p", kind, config), actor="t")
     assert caught.value.field == field
     assert reason in caught.value.reason
+
+
+def split(*destinations: str) -> dict[str, Any]:
+    weights = [100 - 10 * (len(destinations) - 1)] + [10] * (len(destinations) - 1)
+    return {
+        "traffic_splitting": {
+            "routes": [
+                {"destination": d, "weight": w} for d, w in zip(destinations, weights, strict=True)
+            ]
+        }
+    }
+
+
+def allow_when(**when: list[str]) -> dict[str, Any]:
+    return {"authorization": {"rules": [{"from": ["booking"], "to": ["venue"], "when": when}]}}
+
+
+DESTINATION = "policy_config.traffic_splitting.routes.0.destination"
+WHEN = "policy_config.authorization.rules.0.when"
+
+
+@pytest.mark.parametrize(
+    ("kind", "config", "field", "reason"),
+    [
+        (
+            "traffic",
+            split("payment-service:1.0.0", "2.0.0"),
+            DESTINATION,
+            "'payment-service:1.0.0' holds ':'; the target service is named in "
+            "target_services, so write '1.0.0'",
+        ),
+        ("traffic", split("1.4.0+b7", "2.0.0"), DESTINATION, "'1.4.0+b7' holds '+'"),
+        (
+            "traffic",
+            split("2.0.0", "v 3"),
+            "policy_config.traffic_splitting.routes.1.destination",
+            "holds ' '",
+        ),
+        ("traffic", split("1." + "9" * 70), DESTINATION, "this one has 72 characters"),
+        ("traffic", split("-rc.1"), DESTINATION, "does not start and end with a letter or digit"),
+        ("security", allow_when(endpoint=[""]), f"{WHEN}.endpoint.0", "cannot be empty"),
+        (
+            "security",
+            allow_when(endpoint=["/health", "/bookings/{id}"]),
+            f"{WHEN}.endpoint.1",
+            "Istio refuses '{' and '}' outside its path templates",
+        ),
+        ("security", allow_when(method=[""]), f"{WHEN}.method.0", "not an HTTP method"),
+        ("security", allow_when(method=["GET POST"]), f"{WHEN}.method.0", "not an HTTP method"),
+    ],
+    ids=[
+        "service:version as destination",
+        "build metadata in a destination",
+        "space in a destination",
+        "destination over 63 characters",
+        "destination starting with '-'",
+        "empty endpoint",
+        "path template braces in an endpoint",
+        "empty method",
+        "two methods in one",
+    ],
+)
+async def test_what_the_export_cannot_write_is_refused_at_creation(
+    orch: Orch, kind: str, config: dict[str, Any], field: str, reason: str
+) -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        await orch.mesh.create(request("p", kind, config), actor="t")
+    assert caught.value.field == field
+    assert reason in caught.value.reason
+    assert caught.value.http_status == 422
+    assert await orch.mesh.list_policies() == []
+
+
+async def test_labels_and_globs_istio_can_use_are_taken_as_given(orch: Orch) -> None:
+    canary = await orch.mesh.create(
+        request("canary", "traffic", split("1.4.0", "2.0.0-RC.1_b7", "v3")), actor="t"
+    )
+    assert canary.policy_config.traffic_splitting is not None
+    destinations = [r.destination for r in canary.policy_config.traffic_splitting.routes]
+    assert destinations == ["1.4.0", "2.0.0-RC.1_b7", "v3"]
+    guarded = await orch.mesh.create(
+        request("guarded", "security", allow_when(method=["get"], endpoint=["/a/*/b", "*"])),
+        actor="t",
+    )
+    assert guarded.policy_config.authorization is not None
+    assert guarded.policy_config.authorization.rules[0].when.method == ["GET"]
+
+
+async def test_update_refuses_what_creation_refuses(orch: Orch) -> None:
+    await orch.mesh.create(request("canary", "traffic", split("1.4.0", "2.0.0")), actor="t")
+    with pytest.raises(ValidationFailed) as caught:
+        await orch.mesh.update(
+            "canary", {"policy_config": split("payment-service:1.0.0", "2.0.0")}, actor="t"
+        )
+    assert caught.value.field == DESTINATION
+    stored = (await orch.mesh.get("canary")).policy_config.traffic_splitting
+    assert stored is not None
+    assert stored.routes[0].destination == "1.4.0"
+
+
+async def store_old_row(
+    orch: Orch, name: str, kind: str, config: dict[str, Any], *, enabled: bool = True
+) -> None:
+    """A row as an older orch wrote it, past today's rules (the store's own query)."""
+    await orch.db.fetchrow(
+        Q.insert_policy,
+        name,
+        kind,
+        ["booking"],
+        ["venue"],
+        config,
+        enabled,
+        0,
+        "old",
+        orch.clock.now(),
+    )
+    await orch.mesh.reload()
+
+
+async def test_an_old_row_still_loads_and_is_enforced(orch: Orch) -> None:
+    await store_old_row(orch, "old-split", "traffic", split("payment-service:1.0.0", "2.0.0"))
+    policy = await orch.mesh.get("old-split")
+    assert policy.policy_config.traffic_splitting is not None
+    assert policy.policy_config.traffic_splitting.routes[0].destination == "payment-service:1.0.0"
+    assert [p.policy_name for p in await orch.mesh.list_policies()] == ["old-split"]
+    effective = await orch.mesh.effective("booking", "venue")
+    assert effective.sources == {"traffic_splitting": "old-split"}
+
+
+async def test_an_old_row_is_mended_by_the_update_that_touches_it(orch: Orch) -> None:
+    await store_old_row(orch, "old-split", "traffic", split("payment-service:1.0.0", "2.0.0"))
+    with pytest.raises(ValidationFailed) as caught:
+        await orch.mesh.update("old-split", {"priority": 5}, actor="t")
+    assert (caught.value.field, "write '1.0.0'" in caught.value.reason) == (DESTINATION, True)
+    mended = await orch.mesh.update(
+        "old-split", {"priority": 5, "policy_config": split("1.0.0", "2.0.0")}, actor="t"
+    )
+    assert mended.priority == 5
+
+
+async def test_an_old_row_can_be_disabled_but_not_enabled(orch: Orch) -> None:
+    await store_old_row(orch, "old-allow", "security", allow_when(endpoint=["/bookings/{id}"]))
+    assert not (await orch.mesh.set_enabled("old-allow", False, actor="t")).is_enabled
+    with pytest.raises(ValidationFailed) as caught:
+        await orch.mesh.set_enabled("old-allow", True, actor="t")
+    assert caught.value.field == f"{WHEN}.endpoint.0"
+    assert not (await orch.mesh.get("old-allow")).is_enabled
+    with pytest.raises(ValidationFailed):
+        await orch.mesh.update("old-allow", {"is_enabled": True}, actor="t")
+    await store_old_row(orch, "old-split", "traffic", split("a:1", "2"))
+    assert not (await orch.mesh.update("old-split", {"is_enabled": False}, actor="t")).is_enabled
+    await orch.mesh.delete("old-split", actor="t")
+
+
+def test_the_json_schema_says_what_a_label_and_a_glob_are() -> None:
+    schema = CreateMeshPolicyRequest.model_json_schema()
+    destination = schema["$defs"]["TrafficRoute"]["properties"]["destination"]
+    assert destination["pattern"] == "^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+    assert (destination["minLength"], destination["maxLength"]) == (1, 63)
+    when = schema["$defs"]["RuleConditions"]["properties"]
+    endpoint = when["endpoint"]["anyOf"][0]["items"]
+    assert (endpoint["pattern"], endpoint["minLength"]) == ("^[^{}]+$", 1)
+    assert when["method"]["anyOf"][0]["items"]["minLength"] == 1
 
 
 async def test_crud_and_audit(orch: Orch) -> None:

@@ -11,7 +11,6 @@ import click
 from orchcore.actors import local_operator
 from orchcore.cli.context import confirm_destructive, json_option, load_document, run_with_orch
 from orchcore.cli.output import age, emit, table
-from orchcore.errors import ValidationFailed
 from orchcore.facade import Orch
 from orchcore.mesh.models import MeshPolicy
 from orchcore.mesh.summary import summarise_policy
@@ -183,6 +182,10 @@ async def delete(orch: Orch, policy: str, reason: str | None, yes: bool, as_json
     emit(deleted, as_json=as_json, human=lambda: click.echo(f"deleted {deleted.policy_name}"))
 
 
+#: exit code of `orch mesh export --strict` when policies or services were left out
+EXIT_LEFT_OUT = 3
+
+
 @mesh_group.command("export")
 @click.option(
     "--format", "format_", type=click.Choice(["istio"]), default="istio", show_default=True
@@ -195,29 +198,53 @@ async def delete(orch: Orch, policy: str, reason: str | None, yes: bool, as_json
     type=click.Path(dir_okay=False, writable=True),
     help="Write to FILE instead of standard output.",
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    help=f"Write no YAML and exit {EXIT_LEFT_OUT} when anything had to be left out.",
+)
 @json_option
 @run_with_orch
 async def export(
-    orch: Orch, format_: str, service: str | None, namespace: str, output: str | None, as_json: bool
+    orch: Orch,
+    format_: str,
+    service: str | None,
+    namespace: str,
+    output: str | None,
+    strict: bool,
+    as_json: bool,
 ) -> None:
     """Kubernetes YAML (VirtualService, DestinationRule, PeerAuthentication,
-    AuthorizationPolicy), checked against Istio's published v1 schemas."""
-    from orchcore.mesh.istio import dump_yaml, export_istio
-    from orchcore.mesh.istio_validation import validate_documents
+    AuthorizationPolicy), checked against Istio's published v1 schemas.
 
-    docs = await export_istio(orch, service=service, namespace=namespace)
-    problems = validate_documents(docs)
-    if problems:
-        raise ValidationFailed("export", "; ".join(problems))
-    text = dump_yaml(docs)
-    if output:
-        await asyncio.to_thread(Path(output).write_text, text, encoding="utf-8")
+    A stored policy (or service) the export cannot render validly is left out, and the
+    others are exported: each one left out is named with the reason on standard error and
+    in a comment at the top of the YAML; with --json, in "left_out" beside "documents".
+    The exit code is then still 0; with --strict it is 3 and no YAML is written (--json
+    still prints its object, which says what was left out).
+    """
+    from orchcore.mesh.istio_export import export_istio
+
+    result = await export_istio(orch, service=service, namespace=namespace)
+    for item in result.left_out:
+        click.echo(f"orch: warning: {item.message()}", err=True)
+    refused = strict and bool(result.left_out)
+    if output and not refused:
+        await asyncio.to_thread(Path(output).write_text, result.yaml(), encoding="utf-8")
     if as_json:
-        emit(docs, as_json=True, human=lambda: None)
-    elif not output:
-        click.echo(text, nl=False)
+        emit(result, as_json=True, human=lambda: None)
+    elif not output and not refused:
+        click.echo(result.yaml(), nl=False)
+    if refused:
+        click.echo(
+            f"orch: error: {len(result.left_out)} left out of the export; "
+            "nothing written (--strict)",
+            err=True,
+        )
+        raise SystemExit(EXIT_LEFT_OUT)
+    left_out = f", {len(result.left_out)} left out" if result.left_out else ""
     click.echo(
-        f"{len(docs)} document(s), valid against Istio v1 schemas"
+        f"{len(result.documents)} document(s), valid against Istio v1 schemas{left_out}"
         + (f", written to {output}" if output else ""),
         err=True,
     )

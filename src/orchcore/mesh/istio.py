@@ -16,7 +16,8 @@ it (whatever their sources; highest priority wins per setting) and its live inst
 
 Where Istio cannot say what orch does, the closest form that errs on the safe side is
 written and the document's ``orch/notes`` annotation says what changed; ``orch/policies``
-names the policies a document came from.
+names the policies a document came from. Reading the database and leaving out what
+cannot be exported is ``orchcore.mesh.istio_export``'s part; this module only renders.
 """
 
 from __future__ import annotations
@@ -24,12 +25,11 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any, Protocol
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 import yaml
 
-from orchcore.errors import NotFoundError, ValidationFailed
 from orchcore.mesh.models import (
     AuthorizationRule,
     CircuitBreakerConfig,
@@ -40,9 +40,8 @@ from orchcore.mesh.models import (
     OutlierDetectionConfig,
     RetryPolicyConfig,
     TrafficSplittingConfig,
+    is_label_value,
 )
-from orchcore.mesh.store import MeshPolicies
-from orchcore.registry.store import ServiceRegistry
 
 Document = dict[str, Any]
 
@@ -123,39 +122,7 @@ def _names_include(names: Sequence[str], name: str) -> bool:
     return not names or "*" in names or name in names
 
 
-# -- entry points -------------------------------------------------------------------------
-
-
-class OrchState(Protocol):
-    """The part of the Orch facade the export reads (kept as a protocol: mesh sits below it)."""
-
-    @property
-    def mesh(self) -> MeshPolicies: ...
-
-    @property
-    def registry(self) -> ServiceRegistry: ...
-
-
-async def export_istio(
-    orch: OrchState, *, service: str | None = None, namespace: str = "default"
-) -> list[Document]:
-    """Istio documents for every active service, or only ``service``, from the mesh
-    policies and the live instances as they are now."""
-    if not _DNS_LABEL.fullmatch(namespace):
-        raise ValidationFailed("namespace", "must be a DNS-1123 label such as 'weddings'")
-    services = await orch.registry.list_services()
-    if service is not None:
-        services = [s for s in services if s.service_name == service]
-        if not services:
-            raise NotFoundError("service", service)
-    inputs = []
-    for entry in services:
-        instances = await orch.registry.list_instances(entry.service_name)
-        workloads = tuple(
-            Workload(i.instance_id, i.version, int(i.metadata.get("weight", 1))) for i in instances
-        )
-        inputs.append(ServiceWorkloads(entry.service_name, entry.load_balancing, workloads))
-    return build_istio_documents(inputs, await orch.mesh.list_policies(), namespace=namespace)
+# -- rendering ---------------------------------------------------------------------------
 
 
 def build_istio_documents(
@@ -188,11 +155,12 @@ def dump_yaml(documents: Iterable[Mapping[str, Any]]) -> str:
 def _service_documents(
     service: ServiceWorkloads, policies: Sequence[MeshPolicy], namespace: str
 ) -> list[Document]:
+    service, unlabelled = _labelled_workloads(service)
     settings = settings_for(service.name, policies)
     routing = _routing(service, settings)
     versions = {w.version for w in service.workloads} | {v for v, _ in routing.weights}
     subsets = subset_names(versions)
-    documents = [_destination_rule(service, settings, subsets, namespace)]
+    documents = [_destination_rule(service, settings, subsets, namespace, unlabelled)]
     virtual_service = _virtual_service(service.name, settings, routing, subsets, namespace)
     if virtual_service is not None:
         documents.append(virtual_service)
@@ -224,6 +192,14 @@ def _document(
     if annotations:
         metadata["annotations"] = annotations
     return {"apiVersion": API_VERSIONS[kind], "kind": kind, "metadata": metadata, "spec": spec}
+
+
+def _labelled_workloads(service: ServiceWorkloads) -> tuple[ServiceWorkloads, list[str]]:
+    """The workloads whose version a pod's label can hold, and the versions left out: no
+    subset can select pods by a label value that cannot exist (1.4.0+b7, 64 characters)."""
+    kept = tuple(w for w in service.workloads if is_label_value(w.version))
+    left_out = sorted({w.version for w in service.workloads} - {w.version for w in kept})
+    return replace(service, workloads=kept), left_out
 
 
 def _workload_selector(service: str) -> Document:
@@ -343,10 +319,14 @@ def _destination_rule(
     settings: TargetSettings,
     subsets: Mapping[str, str],
     namespace: str,
+    unlabelled: Sequence[str] = (),
 ) -> Document:
     algorithm, _ = _balancing(service, settings)
     policies = settings.policies("load_balancing", "connection_pool")
-    notes: list[str] = []
+    notes = [
+        f"instances of version {version!r} have no subset: it is not a Kubernetes label value"
+        for version in unlabelled
+    ]
     if algorithm == "weighted" and len({w.version for w in service.workloads}) < 2:
         notes.append("Istio cannot weight single pods: ROUND_ROBIN without instance weights")
     elif algorithm == "weighted":

@@ -3,7 +3,9 @@
 Each document's ``spec`` is checked against Istio's published v1 CRD schema (bundled in
 ``istio_schemas/``, with Kubernetes' schema extensions honoured), plus what schema
 validation alone misses: apiVersion and kind, Go-style durations, route weights, DNS
-names and labels, and subsets a VirtualService routes to that no DestinationRule defines.
+names and labels, subsets a VirtualService routes to that no DestinationRule defines, and
+the checks Istio's admission webhook makes of authorization operations (no empty value,
+no '{' or '}' outside its path templates).
 """
 
 from __future__ import annotations
@@ -118,8 +120,9 @@ def validate_documents(documents: Sequence[Any]) -> list[str]:
     labels; ``spec`` against Istio's published v1 CRD schema, with the Kubernetes
     extensions honoured (unknown fields rejected as ``kubectl --validate=strict`` does,
     ``nullable``, int-or-string, int32 ranges, the schemas' CEL rules); every duration;
-    route weights adding up to 100; retryOn values; subset names and labels; and that
-    each subset a VirtualService routes to is defined by a DestinationRule.
+    route weights adding up to 100; retryOn values; subset names and labels; that each
+    subset a VirtualService routes to is defined by a DestinationRule; and authorization
+    operations as Istio's webhook checks them (no empty values, path templates).
     """
     problems: list[str] = []
     for index, document in enumerate(documents):
@@ -450,11 +453,67 @@ def _selector_problems(spec: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     yield from _label_problems(labels, ["spec", "selector", "matchLabels"])
 
 
+# The lists of a rule's source and operation in which Istio's webhook refuses "".
+_RULE_LISTS = {
+    ("from", "source"): (
+        "principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals",
+        "namespaces", "notNamespaces", "ipBlocks", "notIpBlocks", "remoteIpBlocks",
+        "notRemoteIpBlocks",
+    ),
+    ("to", "operation"): (
+        "hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths",
+    ),
+}  # fmt: skip
+_PATH_LISTS = frozenset({"paths", "notPaths"})
+_MATCH_ONE, _MATCH_ANY = "{*}", "{**}"
+# RFC 3986's pchar, which Envoy requires of the literal segments of a path template.
+_PATH_LITERAL = re.compile(r"[a-zA-Z0-9\-._~%!$&'()+,;:@=]+")
+
+
+def _authorization_problems(spec: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    yield from _selector_problems(spec)
+    for index, rule in enumerate(_list(spec.get("rules"))):
+        for (side, part), keys in _RULE_LISTS.items():
+            for position, entry in enumerate(_list(_get(rule, side))):
+                path: list[str | int] = ["spec", "rules", index, side, position, part]
+                for key in keys:
+                    for item, value in enumerate(_list(_get(_get(entry, part), key))):
+                        problem = _rule_value_problem(key, value)
+                        if problem:
+                            yield _json_path([*path, key, item]), problem
+
+
+def _rule_value_problem(key: str, value: Any) -> str | None:
+    if value == "":
+        return "empty value not allowed"
+    if key in _PATH_LISTS and isinstance(value, str):
+        return _path_template_problem(value)
+    return None
+
+
+def _path_template_problem(path: str) -> str | None:
+    """What Istio's webhook refuses in a path: '{' or '}' beyond the {*} and {**}
+    templates, {**} before the last template, and in a templated path a segment that is
+    no literal."""
+    templated = _MATCH_ONE in path or _MATCH_ANY in path
+    matched_any = False
+    for segment in path.strip("/").split("/"):
+        if segment in (_MATCH_ONE, _MATCH_ANY):
+            if matched_any:
+                return f"{path!r}: {{**}} must be the last template operator"
+            matched_any = segment == _MATCH_ANY
+        elif "{" in segment or "}" in segment:
+            return f"{path!r} holds '{{' or '}}' beyond a supported path template"
+        elif templated and not _PATH_LITERAL.fullmatch(segment):
+            return f"{path!r}: segment {segment!r} is not a valid literal of a path template"
+    return None
+
+
 _KIND_CHECKS: dict[str, Callable[[Mapping[str, Any]], Iterator[tuple[str, str]]]] = {
     "VirtualService": _virtual_service_problems,
     "DestinationRule": _destination_rule_problems,
     "PeerAuthentication": _selector_problems,
-    "AuthorizationPolicy": _selector_problems,
+    "AuthorizationPolicy": _authorization_problems,
 }
 
 

@@ -6,6 +6,15 @@
 - security: mutual_tls, authorization
 - resilience: circuit_breaker, retry_policy, outlier_detection, timeout, connection_pool
 - observability: tracing, metrics
+
+Every policy created or updated can be exported to Istio (``orch mesh export``). The rules
+that ensure it and are properties of a value (a version label, an endpoint glob, an HTTP
+method) live here and refuse a request naming the field and the reason; what depends on
+the rendering is checked by ``orchcore.mesh.exportable``. Nothing is normalised: the call
+path reads the same values, and a silently rewritten one would mean something else there.
+Rows stored before these rules existed are read under ``STORED_ROW``, which skips them:
+such a policy still loads, so the call path keeps enforcing it, and the export leaves it
+out with a warning.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -38,6 +48,114 @@ SECTIONS_BY_TYPE: dict[str, frozenset[str]] = {
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
 _SERVICE_REF = re.compile(r"^(\*|[a-z][a-z0-9-]{0,62})$")
+
+#: Validation context for rows read back from the database: see the module docstring.
+STORED_ROW: dict[str, Any] = {"stored_row": True}
+
+
+def _reading_stored_row(info: ValidationInfo) -> bool:
+    context = info.context
+    return isinstance(context, dict) and bool(context.get("stored_row"))
+
+
+# -- values the Istio export writes as they are -------------------------------------------
+
+LABEL_VALUE_MAX = 63
+LABEL_VALUE_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+_LABEL_VALUE = re.compile(LABEL_VALUE_PATTERN)
+_LABEL_CHARACTER = re.compile(r"[-A-Za-z0-9_.]")
+
+
+def is_label_value(value: str) -> bool:
+    """A non-empty Kubernetes label value: what a pod's ``version`` label can hold."""
+    return len(value) <= LABEL_VALUE_MAX and bool(_LABEL_VALUE.fullmatch(value))
+
+
+def version_label_problem(value: str) -> str | None:
+    """Why ``value`` cannot name a version in a traffic split, or None when it can. The
+    export selects a version's pods by their ``version`` label, so a destination must be
+    one, and nothing is rewritten: the call path compares it with instance versions."""
+    if is_label_value(value):
+        return None
+    about = (
+        "a destination is a version label of the target service such as 1.4.0 (a Kubernetes "
+        f"label value: at most {LABEL_VALUE_MAX} letters, digits, '-', '_' or '.', starting "
+        "and ending with a letter or digit)"
+    )
+    if len(value) > LABEL_VALUE_MAX:
+        return f"{about}; this one has {len(value)} characters"
+    wrong = sorted({c for c in value if not _LABEL_CHARACTER.fullmatch(c)})
+    if not wrong:
+        return f"{about}; {value!r} does not start and end with a letter or digit"
+    service, colon, version = value.rpartition(":")
+    hint = (
+        f"; the target service is named in target_services, so write {version!r}"
+        if colon and service and is_label_value(version)
+        else ""
+    )
+    shown = ", ".join(repr(c) for c in wrong)
+    return f"{about}; {value!r} holds {shown}{hint}"
+
+
+def _check_version_label(value: str, info: ValidationInfo) -> str:
+    problem = None if _reading_stored_row(info) else version_label_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+VersionLabel = Annotated[
+    str,
+    AfterValidator(_check_version_label),
+    Field(
+        min_length=1,
+        description="a version of the target service: the `version` label of its pods",
+        json_schema_extra={"maxLength": LABEL_VALUE_MAX, "pattern": LABEL_VALUE_PATTERN},
+    ),
+]
+
+# Istio reads '{' and '}' in a path as a template ({*}, {**}) and refuses any other use.
+ENDPOINT_GLOB_PATTERN = r"^[^{}]+$"
+
+
+def _check_endpoint_glob(value: str, info: ValidationInfo) -> str:
+    if _reading_stored_row(info):
+        return value
+    if not value:
+        raise ValueError("an endpoint glob cannot be empty (write '*' for every endpoint)")
+    if "{" in value or "}" in value:
+        raise ValueError(
+            f"{value!r}: endpoints are globs (*, ?, [...]) and Istio refuses '{{' and '}}' "
+            "outside its path templates; write e.g. '/bookings/*'"
+        )
+    return value
+
+
+EndpointGlob = Annotated[
+    str,
+    AfterValidator(_check_endpoint_glob),
+    Field(
+        description="a glob of request paths: *, ? and [...] as in fnmatch",
+        json_schema_extra={"minLength": 1, "pattern": ENDPOINT_GLOB_PATTERN},
+    ),
+]
+
+# RFC 9110's token: what an HTTP method is made of (Istio refuses an empty one).
+HTTP_METHOD_PATTERN = r"^[-!#$%&'*+.^_`|~0-9A-Za-z]+$"
+_HTTP_METHOD = re.compile(HTTP_METHOD_PATTERN)
+
+
+def _check_http_method(value: str, info: ValidationInfo) -> str:
+    if not _reading_stored_row(info) and not _HTTP_METHOD.fullmatch(value):
+        raise ValueError(f"{value!r} is not an HTTP method such as GET or POST")
+    return value
+
+
+HttpMethod = Annotated[
+    str,
+    AfterValidator(_check_http_method),
+    Field(json_schema_extra={"minLength": 1, "pattern": HTTP_METHOD_PATTERN}),
+]
 
 
 class _Strict(BaseModel):
@@ -59,7 +177,7 @@ class LoadBalancingConfig(_Strict):
 
 
 class TrafficRoute(_Strict):
-    destination: str = Field(min_length=1, description="a version of the target service")
+    destination: VersionLabel
     weight: int = Field(ge=0, le=100)
     conditions: dict[str, Any] | None = None
 
@@ -90,8 +208,8 @@ class MutualTlsConfig(_Strict):
 class RuleConditions(_Strict):
     """Optional narrowing of a rule: HTTP methods and endpoint globs."""
 
-    method: list[str] | None = None
-    endpoint: list[str] | None = None
+    method: list[HttpMethod] | None = None
+    endpoint: list[EndpointGlob] | None = None
 
     @field_validator("method")
     @classmethod
@@ -236,6 +354,8 @@ def check_sections(policy_type: str, config: PolicyConfig) -> None:
 
 
 class MeshPolicy(BaseModel):
+    """A stored policy; the store reads rows under ``STORED_ROW``."""
+
     id: UUID
     policy_name: str
     policy_type: PolicyType

@@ -1,4 +1,10 @@
-"""MeshPolicies: CRUD of service_mesh_policies and the in-process view every call reads."""
+"""MeshPolicies: CRUD of service_mesh_policies and the in-process view every call reads.
+
+What is written is exportable to Istio: create, update and enable refuse (ValidationFailed,
+HTTP 422) a policy ``orchcore.mesh.exportable`` would not export, naming the field. Rows
+are read under ``STORED_ROW``, so one written before those rules still loads and keeps
+being enforced; disabling or deleting it always works.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 import asyncpg
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from orchcore.audit import record_action
 from orchcore.clock import Clock
@@ -18,10 +24,10 @@ from orchcore.db.listen import NotificationListener
 from orchcore.errors import ConflictError, NotFoundError, validation_failed_from
 from orchcore.mesh.effective import EffectivePolicy, resolve
 from orchcore.mesh.models import (
+    STORED_ROW,
     CreateMeshPolicyRequest,
     MeshPolicy,
     UpdateMeshPolicyRequest,
-    check_sections,
 )
 from orchcore.mesh.summary import summarise_policy
 from orchcore.validation import parse
@@ -70,8 +76,20 @@ class ApplyPolicyResponse(BaseModel):
     errors: list[ApplyError] | None = None
 
 
+class UnreadablePolicy(BaseModel):
+    """A row that does not read as a policy under today's shapes, and why."""
+
+    policy_name: str
+    reason: str
+
+
+class StoredPolicies(BaseModel):
+    policies: list[MeshPolicy]
+    unreadable: list[UnreadablePolicy]
+
+
 def policy_from_row(row: asyncpg.Record) -> MeshPolicy:
-    return MeshPolicy.model_validate(dict(row))
+    return MeshPolicy.model_validate(dict(row), context=STORED_ROW)
 
 
 class MeshPolicies:
@@ -113,6 +131,9 @@ class MeshPolicies:
             await self.reload()
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("mesh policy reload failed: %s", exc)
+        except ValidationError as exc:
+            # A row that no longer reads as a policy: keep the last good view and say so.
+            log.warning("mesh policy reload failed: %s", validation_failed_from(exc))
 
     async def effective(self, source: str, target: str) -> EffectivePolicy:
         """The policy in force for a call; from the cache while NOTIFY keeps it fresh."""
@@ -133,6 +154,7 @@ class MeshPolicies:
         self, request: CreateMeshPolicyRequest | dict[str, Any], *, actor: str
     ) -> MeshPolicy:
         req = parse(CreateMeshPolicyRequest, request)
+        _check_request(req)
         now = self._clock.now()
         async with self._db.transaction() as conn:
             row = await conn.fetchrow(
@@ -170,10 +192,11 @@ class MeshPolicies:
         merged = current.model_copy(update=req.model_dump(exclude_unset=True, exclude_none=True))
         if req.policy_config is not None:
             merged.policy_config = req.policy_config
-        try:
-            check_sections(merged.policy_type, merged.policy_config)
-        except ValueError as exc:
-            raise validation_failed_from(exc) from None
+        # The policy as it will be, fields left as stored included: an old row's fault is
+        # named here and mended by the same update. Disabling alone is exempt, as in
+        # set_enabled: it is how a faulty row is taken out of force.
+        if req.model_dump(exclude_unset=True) != {"is_enabled": False}:
+            _check_exportable(merged)
         now = self._clock.now()
         async with self._db.transaction() as conn:
             row = await conn.fetchrow(
@@ -203,7 +226,11 @@ class MeshPolicies:
     async def set_enabled(
         self, key: str | UUID, enabled: bool, *, actor: str, reason: str | None = None
     ) -> MeshPolicy:
+        """Enabling refuses a policy the export would leave out; disabling always works,
+        as it is how an operator takes a faulty old row out of force."""
         current = await self.get(key)
+        if enabled:
+            _check_exportable(current)
         now = self._clock.now()
         async with self._db.transaction() as conn:
             row = await conn.fetchrow(Q.set_policy_enabled, current.id, enabled, now)
@@ -252,6 +279,24 @@ class MeshPolicies:
 
     async def list_policies(self) -> list[MeshPolicy]:
         return [policy_from_row(row) for row in await self._db.fetch(Q.all_policies)]
+
+    async def stored_policies(self) -> StoredPolicies:
+        """Every row that reads as a policy, and the name and fault of each that does not,
+        so that one row written by hand or by another version cannot sink an export."""
+        policies: list[MeshPolicy] = []
+        unreadable: list[UnreadablePolicy] = []
+        for row in await self._db.fetch(Q.all_policies):
+            try:
+                policies.append(policy_from_row(row))
+            except ValidationError as exc:
+                problem = validation_failed_from(exc)
+                unreadable.append(
+                    UnreadablePolicy(
+                        policy_name=row["policy_name"],
+                        reason=f"the stored row does not read as a policy: {problem}",
+                    )
+                )
+        return StoredPolicies(policies=policies, unreadable=unreadable)
 
     async def overview(self) -> GetMeshPoliciesResponse:
         """The seed's GetMeshPoliciesResponse."""
@@ -342,6 +387,23 @@ class MeshPolicies:
             row["service_name"]: row["live"]
             for row in await self._db.fetch(Q.live_instances_by_service)
         }
+
+
+# orchcore.mesh.exportable is imported on the first write: the CRD-schema validator behind
+# it (jsonschema) costs tens of milliseconds at import, which every `orch` command and the
+# console would pay at start.
+
+
+def _check_request(request: CreateMeshPolicyRequest) -> None:
+    from orchcore.mesh.exportable import check_request
+
+    check_request(request)
+
+
+def _check_exportable(policy: MeshPolicy) -> None:
+    from orchcore.mesh.exportable import check_exportable
+
+    check_exportable(policy)
 
 
 def _targets(targets: list[str], service: str) -> bool:
