@@ -10,6 +10,7 @@ import pytest
 from orchcore import Orch
 from orchcore.resilience.retry import RetryPolicy
 from tests.support.api import serve_api
+from tests.support.callers import known_callers
 from tests.support.http import SwitchableServer
 from tests.support.registry import healthy_service
 
@@ -27,6 +28,7 @@ async def headers(orch: Orch, role: str = "platform_engineer") -> dict[str, str]
 
 async def open_breaker(orch: Orch, server: SwitchableServer) -> None:
     await healthy_service(orch, "venue", [server])
+    await known_callers(orch, "booking")
     caller = await orch.caller()
     await server.set_mode("error")
     for _ in range(5):
@@ -159,6 +161,7 @@ async def test_a_call_through_the_api_keeps_refusal_statuses(
     orch: Orch, api: httpx.AsyncClient, http_server: SwitchableServer
 ) -> None:
     await healthy_service(orch, "venue", [http_server])
+    await known_callers(orch, "booking")
     await orch.mesh.create(
         {
             "policy_name": "venue-limit",

@@ -11,6 +11,7 @@ from orchcore import ManualClock, Orch, Settings
 from orchcore.callpath import ServiceCaller
 from orchcore.resilience.breakers import BreakerOpenError
 from orchcore.resilience.retry import RetryPolicy
+from tests.support.callers import known_callers
 from tests.support.http import SwitchableServer
 from tests.support.polling import eventually
 from tests.support.registry import healthy_service
@@ -21,6 +22,7 @@ ONCE = RetryPolicy.single_attempt()
 @pytest.fixture
 async def caller(orch: Orch, http_server: SwitchableServer) -> ServiceCaller:
     await healthy_service(orch, "venue", [http_server])
+    await known_callers(orch, "booking")
     return await orch.caller()
 
 
@@ -263,6 +265,7 @@ async def test_processes_racing_in_half_open_send_exactly_the_allowed_trials(
     from tests.support.cli import run_orch
 
     await healthy_service(orch, "venue", [http_server])
+    await known_callers(orch, "booking")
     created = await orch.breakers.create(
         {
             "service_name": "booking",

@@ -1,4 +1,5 @@
-"""The call path's plain-HTTP transport against real loopback servers that misbehave on cue."""
+"""The call path's plain-HTTP transport against real loopback servers that misbehave on cue,
+and what the call path makes of each failure: whether the service may have acted."""
 
 from __future__ import annotations
 
@@ -9,8 +10,13 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
+from orchcore import ManualClock, Orch
+from orchcore.callpath import CallFailed, ServiceCaller
 from orchcore.callpath.transport import PlainHttpTransport
+from orchcore.resilience.retry import RetryPolicy
+from tests.support.clockwork import run_driving_clock
 from tests.support.polling import eventually
+from tests.support.registry import mark
 
 
 class RawServer:
@@ -326,3 +332,91 @@ def test_the_transport_runs_on_uvloop_as_the_daemon_does() -> None:
             return statuses
 
     assert uvloop.run(two_calls()) == [200, 200]
+
+
+# -- through the call path: may the service have acted? --------------------------------------
+
+ONCE = RetryPolicy.single_attempt()
+
+
+async def read_then_hang_up(
+    server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """The request is read whole, then the connection closes without an answer."""
+    await server.read_request(reader)
+
+
+async def venue_at(orch: Orch, port: int) -> ServiceCaller:
+    await orch.registry.register_service(
+        {"service_name": "venue", "service_type": "api", "deployment_environment": "staging"},
+        actor="t",
+    )
+    await orch.registry.register_instance(
+        "venue",
+        {"instance_id": "venue-raw", "ip_address": "127.0.0.1", "port": port, "version": "1"},
+        actor="t",
+    )
+    await mark(orch, "venue-raw", "healthy")
+    await orch.discovery.refresh_all()
+    return await orch.caller()
+
+
+async def test_a_request_read_and_never_answered_has_an_unknown_outcome(orch: Orch) -> None:
+    async with raw_server(silent_on_the_first_connection) as server:
+        caller = await venue_at(orch, server.port)
+        with pytest.raises(
+            CallFailed, match=r"timed out after 0\.2s awaiting the answer"
+        ) as caught:
+            await caller.call(
+                "orch", "venue", "/charges", json={"cents": 100}, timeout=0.2, retry=ONCE
+            )
+    assert len(server.requests) == 1  # it did arrive
+    assert caught.value.outcome_unknown
+    assert caught.value.attempts[0].outcome_unknown
+    assert caught.value.to_dict()["outcome_unknown"] is True
+
+
+async def test_a_connection_cut_after_the_request_has_an_unknown_outcome(orch: Orch) -> None:
+    async with raw_server(read_then_hang_up) as server:
+        caller = await venue_at(orch, server.port)
+        with pytest.raises(CallFailed, match="RemoteProtocolError") as caught:
+            await caller.call("orch", "venue", "/charges", json={}, retry=ONCE)
+    assert caught.value.outcome_unknown
+
+
+async def test_a_refused_connection_is_known_not_to_have_reached_the_service(orch: Orch) -> None:
+    async with raw_server(keep_alive_ok) as server:
+        port = server.port
+    caller = await venue_at(orch, port)  # the port is closed again
+    with pytest.raises(CallFailed, match="connection failed") as caught:
+        await caller.call("orch", "venue", "/charges", json={}, retry=ONCE)
+    assert not caught.value.outcome_unknown
+    assert caught.value.to_dict()["attempts"][0]["outcome_unknown"] is False
+
+
+async def test_an_answered_attempt_is_not_unknown(orch: Orch) -> None:
+    async with raw_server(keep_alive_ok) as server:
+        caller = await venue_at(orch, server.port)
+        result = await caller.call("orch", "venue", "/charges", json={"n": 1}, retry=ONCE)
+    assert [a.outcome_unknown for a in result.attempts] == [False]
+
+
+async def test_a_breaker_refusing_the_retry_keeps_the_first_attempts_unknown_outcome(
+    orch: Orch, clock: ManualClock
+) -> None:
+    await orch.breakers.create(
+        {"service_name": "orch", "target_service": "venue", "failure_threshold": 1},
+        actor="t",
+    )
+    twice = RetryPolicy(max_attempts=2, jitter=0)
+    async with raw_server(read_then_hang_up) as server:
+        caller = await venue_at(orch, server.port)
+        with pytest.raises(CallFailed, match="failed after 2 attempts: circuit breaker") as caught:
+            await run_driving_clock(
+                clock, caller.call("orch", "venue", "/charges", method="GET", retry=twice)
+            )
+    first, refused = caught.value.attempts
+    assert (first.outcome_unknown, refused.outcome_unknown) == (True, False)
+    assert refused.instance_id is None and "is open" in (refused.error or "")
+    assert caught.value.outcome_unknown
+    assert len(server.requests) == 1  # the refused retry sent nothing

@@ -14,11 +14,17 @@ from orchcore.callpath import CallDenied, CallFailed
 from orchcore.callpath.tracecontext import TraceContext
 from orchcore.resilience.ratelimit import RateLimitedError
 from orchcore.resilience.retry import RetryPolicy
+from tests.support.callers import known_callers
 from tests.support.clockwork import run_driving_clock
 from tests.support.http import SwitchableServer
 from tests.support.registry import healthy_service
 
 NO_JITTER = RetryPolicy(max_attempts=4, initial_delay=0.1, multiplier=2, max_delay=1, jitter=0)
+
+
+@pytest.fixture(autouse=True)
+async def callers(orch: Orch) -> None:
+    await known_callers(orch, "booking", "catering", "marketing")
 
 
 @pytest.fixture

@@ -205,12 +205,14 @@ async def test_heartbeat_and_status_and_db_verbs(dsn: str, orch: Orch) -> None:
 
 
 async def test_call_breaker_and_mesh_verbs(dsn: str, orch: Orch, tmp_path: Path) -> None:
+    from tests.support.callers import known_callers
     from tests.support.http import SwitchableServer
     from tests.support.registry import healthy_service
 
     server = await SwitchableServer().start()
     try:
         await healthy_service(orch, "venue", [server])
+        await known_callers(orch, "booking")
         answered = await run_orch(
             dsn,
             "call",

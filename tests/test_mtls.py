@@ -113,7 +113,7 @@ async def test_client_certificate_from_the_trusted_ca_is_accepted(
     try:
         await register_https(orch, https_service)
         caller = await orch.caller()
-        result = await caller.call("booking", "payment", "/whoami", method="GET")
+        result = await caller.call("orch", "payment", "/whoami", method="GET")
         assert result.status_code == 200
         assert result.json() == {"ok": True, "scheme": "https"}
     finally:
@@ -129,7 +129,7 @@ async def test_a_certificate_from_another_ca_is_refused(
         caller = await orch.caller()
         with pytest.raises(CallFailed) as caught:
             await caller.call(
-                "booking", "payment", "/whoami", method="GET", retry=RetryPolicy.single_attempt()
+                "orch", "payment", "/whoami", method="GET", retry=RetryPolicy.single_attempt()
             )
         assert caught.value.attempts[0].status_code is None
     finally:
@@ -148,7 +148,7 @@ async def test_a_service_with_an_untrusted_certificate_is_refused(
         caller = await orch.caller()
         with pytest.raises(CallFailed, match="CERTIFICATE_VERIFY_FAILED"):
             await caller.call(
-                "booking", "payment", "/whoami", method="GET", retry=RetryPolicy.single_attempt()
+                "orch", "payment", "/whoami", method="GET", retry=RetryPolicy.single_attempt()
             )
     finally:
         await orch.close()

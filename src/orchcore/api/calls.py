@@ -1,9 +1,15 @@
 """One guarded call through the API (what `orch call` does): refusals keep their status,
 e.g. 429 for a rate limit, 503 for an open breaker or no healthy instance, 403 for a
-mesh authorization deny."""
+mesh authorization deny or a source the token may not speak for, 422 for an endpoint
+with no single meaning (``/a/../b``).
+
+The source comes from the token: a service token calls as its own service; an
+operator token may name one (audited with the token's actor), else calls as orch-api.
+"""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Literal
 
 from fastapi import APIRouter
@@ -11,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from orchcore.api.auth import Caller, Engine, allowed
 from orchcore.auth import Action
+from orchcore.callpath.identity import API_SOURCE, record_call_as
 
 router = APIRouter(prefix="/api/orchestration", tags=["calls"])
 
@@ -19,25 +26,43 @@ class CallRequest(BaseModel):
     endpoint: str = Field(pattern=r"^/")
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
     body: Any = None
-    source: str = Field(default="orch-api", min_length=1)
+    source: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="calling service; a service token's own service (or absent)",
+    )
     idempotency_key: str | None = None
     correlation_id: str | None = None
     timeout_seconds: float | None = Field(default=None, gt=0, le=300)
 
 
-@router.post("/services/{service}/call", dependencies=[allowed(Action.WRITE)])
+@router.post("/services/{service}/call", dependencies=[allowed(Action.CALL)])
 async def call_service(
     service: str, request: CallRequest, orch: Engine, caller: Caller
 ) -> dict[str, Any]:
+    source = caller.acting_as(request.source, default=API_SOURCE)
+    correlation_id = request.correlation_id or str(uuid.uuid4())
+    if caller.audits_acting_as(request.source):
+        await record_call_as(
+            orch.db,
+            orch.clock,
+            actor=caller.actor,
+            source=source,
+            target=service,
+            method=request.method,
+            endpoint=request.endpoint,
+            correlation_id=correlation_id,
+        )
     call_path = await orch.caller()
     result = await call_path.call(
-        request.source,
+        source,
         service,
         request.endpoint,
         method=request.method,
         json=request.body if request.method != "GET" else None,
         idempotency_key=request.idempotency_key,
-        correlation_id=request.correlation_id,
+        correlation_id=correlation_id,
         timeout=request.timeout_seconds,
     )
     return result.as_dict()

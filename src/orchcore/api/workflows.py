@@ -112,11 +112,16 @@ async def list_workflows(
     "/workflows",
     response_model=StartWorkflowResponse,
     status_code=status.HTTP_201_CREATED,
-    dependencies=WRITE,
+    dependencies=[allowed(Action.START_WORKFLOW)],
 )
 async def start_workflow(
     request: StartWorkflowRequest, orch: Engine, caller: Caller, response: Response
 ) -> StartWorkflowResponse:
+    # The initiator is the workflow's calling service: a service token's own service.
+    named = request.initiating_service if "initiating_service" in request.model_fields_set else None
+    initiator = caller.acting_as(named, default=request.initiating_service)
+    if initiator != request.initiating_service:
+        request = request.model_copy(update={"initiating_service": initiator})
     started = await orch.workflows.start(request, actor=caller.actor)
     if not started.created:
         response.status_code = status.HTTP_200_OK  # the existing workflow of that correlation

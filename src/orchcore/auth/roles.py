@@ -4,7 +4,11 @@ Roles (from the seed's RLS policies, enforced here instead of in the database):
 - ``system_admin``: everything
 - ``platform_engineer``: read and write
 - ``monitoring_system``: read only
-- ``service``: register, heartbeat and deregister instances of its own service only
+- ``service``: register, heartbeat and deregister instances of its own service only;
+  start workflows and make guarded calls, always as its own service
+
+Identity comes from the token, never from a field the caller fills in: a service
+token acts as its service whatever the request names (:meth:`Principal.acting_as`).
 """
 
 from __future__ import annotations
@@ -24,14 +28,18 @@ class Action(StrEnum):
     READ = "read"
     WRITE = "write"
     INSTANCE_SELF = "instance_self"  # register/heartbeat/deregister one's own instances
+    START_WORKFLOW = "start_workflow"  # as the initiating service acting_as gives
+    CALL = "call"  # a guarded call through orch, from the source acting_as gives
     ADMIN = "admin"  # tokens and other access control
 
 
 _ALLOWED: dict[Role, frozenset[Action]] = {
     "system_admin": frozenset(Action),
-    "platform_engineer": frozenset({Action.READ, Action.WRITE, Action.INSTANCE_SELF}),
+    "platform_engineer": frozenset(
+        {Action.READ, Action.WRITE, Action.INSTANCE_SELF, Action.START_WORKFLOW, Action.CALL}
+    ),
     "monitoring_system": frozenset({Action.READ}),
-    "service": frozenset({Action.INSTANCE_SELF}),
+    "service": frozenset({Action.INSTANCE_SELF, Action.START_WORKFLOW, Action.CALL}),
 }
 
 
@@ -63,3 +71,22 @@ class Principal:
                 f"{self.service_name!r}, not {service_name!r}"
             )
         raise PermissionDeniedError(f"role {self.role} may not {action.value}")
+
+    def acting_as(self, requested: str | None, *, default: str) -> str:
+        """The service this caller speaks for: a service token's own, whatever it asks
+        (naming another is refused); an operator's choice, else ``default``."""
+        if self.role != "service":
+            return default if requested is None else requested
+        if self.service_name is None:  # tokens.create refuses this; a row could still
+            raise PermissionDeniedError(f"service token {self.name!r} names no service")
+        if requested is not None and requested != self.service_name:
+            raise PermissionDeniedError(
+                f"token {self.name!r} acts as service {self.service_name!r} "
+                f"and may not act as {requested[:120]!r}"
+            )
+        return self.service_name
+
+    def audits_acting_as(self, requested: str | None) -> bool:
+        """Whether acting as ``requested`` is audited: an operator token that names a
+        service speaks for a service it is not."""
+        return requested is not None and self.role != "service"

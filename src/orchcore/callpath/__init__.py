@@ -1,5 +1,14 @@
 """The guarded call path every orchestrated call goes through."""
 
-from orchcore.callpath.caller import CallDenied, CallFailed, CallResult, ServiceCaller
+from orchcore.callpath.caller import Attempt, CallFailed, CallResult, ServiceCaller
+from orchcore.callpath.refusals import CallDenied, InvalidCallError, UnknownCallerError
 
-__all__ = ["CallDenied", "CallFailed", "CallResult", "ServiceCaller"]
+__all__ = [
+    "Attempt",
+    "CallDenied",
+    "CallFailed",
+    "CallResult",
+    "InvalidCallError",
+    "ServiceCaller",
+    "UnknownCallerError",
+]

@@ -3,6 +3,11 @@
 Every orchestrated call (saga steps, message delivery, ``orch call``) goes through
 :meth:`ServiceCaller.call`:
 
+0. the endpoint is put in normal form and the method and headers are checked
+   (``endpoints.py``, ``headers.py``), so authorization, breakers and the service all
+   see one path; the source must be a registered service or one of orch's own and the
+   target a registered service, so made-up names create no breaker, bucket or cache
+   entry;
 1. the mesh policy in force for (source, target): authorization, rate limit, traffic
    split, balancing, retry, breaker parameters, timeout;
 2. per attempt: the circuit breaker admits the call (in process while closed), an
@@ -13,31 +18,48 @@ Every orchestrated call (saga steps, message delivery, ``orch call``) goes throu
    service_events; a retryable outcome waits (backoff or Retry-After) and tries again.
 
 An HTTP answer is returned whatever its status (the caller decides what a 4xx
-means); no answer at all after the last attempt raises :class:`CallFailed`.
-Refusals raise before anything is sent: :class:`CallDenied`,
+means); no answer at all after the last attempt raises :class:`CallFailed`, whose
+``outcome_unknown`` says whether the service may have acted on a request anyway.
+Refusals raise before anything is sent: :class:`CallDenied` (with
+:class:`~orchcore.callpath.refusals.InvalidCallError` and
+:class:`~orchcore.callpath.refusals.UnknownCallerError`),
+:class:`~orchcore.errors.NotFoundError` for an unknown target,
 :class:`~orchcore.resilience.ratelimit.RateLimitedError`,
 :class:`~orchcore.resilience.breakers.BreakerOpenError`,
-:class:`~orchcore.errors.NoHealthyInstanceError`.
+:class:`~orchcore.errors.NoHealthyInstanceError`. A refusal on a retry, after an
+attempt was made, ends the call in :class:`CallFailed` instead, so what the earlier
+attempts may have done is not lost.
 """
 
 from __future__ import annotations
 
-import json as jsonlib
 import random
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from orchcore.callpath.endpoints import CallEndpoint, normalize_endpoint
 from orchcore.callpath.events import CallEvent, ServiceEventRecorder
+from orchcore.callpath.headers import check_method, outbound_headers
+from orchcore.callpath.identity import ORCH_IDENTITIES
+from orchcore.callpath.refusals import CallDenied, UnknownCallerError
+from orchcore.callpath.results import (
+    Attempt,
+    AttemptOutcome,
+    CallFailed,
+    CallResult,
+    event_type,
+    no_answer,
+)
 from orchcore.callpath.tls import TlsSettings
 from orchcore.callpath.tracecontext import TraceContext
 from orchcore.callpath.transport import MAX_CONNECTIONS, MAX_KEEPALIVE, PlainHttpTransport
 from orchcore.clock import Clock
-from orchcore.errors import OrchError
+from orchcore.errors import NoHealthyInstanceError, NotFoundError
 from orchcore.mesh.effective import EffectivePolicy
 from orchcore.mesh.store import MeshPolicies
 from orchcore.registry.discovery import ServiceDiscovery
@@ -55,86 +77,7 @@ from orchcore.resilience.retry import (
 
 DEFAULT_TIMEOUT = 10.0
 
-
-class CallDenied(OrchError):
-    http_status = 403
-
-
-class CallFailed(OrchError):
-    """No HTTP answer after the last attempt (connection failures, timeouts)."""
-
-    http_status = 502
-
-    def __init__(self, message: str, attempts: list[Attempt]) -> None:
-        super().__init__(message)
-        self.attempts = attempts
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "attempts": [a.as_dict() for a in self.attempts]}
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    number: int
-    instance_id: str | None
-    status_code: int | None
-    error: str | None
-    duration_ms: float
-    span_id: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "number": self.number,
-            "instance_id": self.instance_id,
-            "status_code": self.status_code,
-            "error": self.error,
-            "duration_ms": round(self.duration_ms, 3),
-            "span_id": self.span_id,
-        }
-
-
-@dataclass
-class CallResult:
-    status_code: int
-    headers: httpx.Headers
-    content: bytes
-    instance_id: str
-    trace_id: str
-    correlation_id: str
-    attempts: list[Attempt] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status_code < 300
-
-    def json(self) -> Any:
-        return jsonlib.loads(self.content) if self.content else None
-
-    @property
-    def text(self) -> str:
-        return self.content.decode(errors="replace")
-
-    def as_dict(self) -> dict[str, Any]:
-        try:
-            body: Any = self.json()
-        except ValueError:
-            body = self.text
-        return {
-            "status_code": self.status_code,
-            "instance_id": self.instance_id,
-            "trace_id": self.trace_id,
-            "correlation_id": self.correlation_id,
-            "attempts": [a.as_dict() for a in self.attempts],
-            "body": body,
-        }
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    status_code: int | None
-    error_kind: str | None  # "timeout" | "connect" | "protocol"
-    error: str | None
-    response: httpx.Response | None
+__all__ = ["Attempt", "CallDenied", "CallFailed", "CallResult", "ServiceCaller"]
 
 
 class ServiceCaller:
@@ -182,36 +125,45 @@ class ServiceCaller:
         traceparent: str | None = None,
         retry: RetryPolicy | None = None,
     ) -> CallResult:
-        method = method.upper()
-        endpoint = endpoint if endpoint.startswith("/") else "/" + endpoint
+        # Input first, then names: nothing below may see an endpoint other than the
+        # one sent, or make state for a caller or target nobody registered.
+        method = check_method(method)
+        where = normalize_endpoint(endpoint)
+        correlation_id = correlation_id or str(uuid.uuid4())
+        outbound = outbound_headers(headers, correlation_id, idempotency_key)
+        await self._require_known(source, target)
         policy = await self._mesh.effective(source, target)
         parent = TraceContext.parse(traceparent)
         sampled = policy.tracing.sampling_rate > self._rng.random() if policy.tracing else True
         trace = parent.child() if parent else TraceContext.new(sampled=sampled)
-        correlation_id = correlation_id or str(uuid.uuid4())
-        call = _Call(source, target, endpoint, method, trace, correlation_id)
+        call = _Call(source, target, where.path, method, trace, correlation_id)
 
         self._authorize(policy, call)
         await self._limit_rate(policy, call)
         attempts_policy = self._retry_policy(policy, retry, method, idempotency_key)
         per_attempt = timeout or _policy_timeout(policy) or self._default_timeout
-        outbound = _outbound_headers(headers, correlation_id, idempotency_key)
         attempts: list[Attempt] = []
         for number in range(1, attempts_policy.max_attempts + 1):
             span = trace.child() if number > 1 or parent is None else trace
-            outcome, instance = await self._attempt(
-                policy,
-                call,
-                span,
-                per_attempt,
-                outbound,
-                method,
-                json,
-                content,
-                params,
-                number,
-                attempts,
-            )
+            try:
+                outcome, instance = await self._attempt(
+                    policy,
+                    call,
+                    where,
+                    span,
+                    per_attempt,
+                    outbound,
+                    json,
+                    content,
+                    params,
+                    number,
+                    attempts,
+                )
+            except (BreakerOpenError, NoHealthyInstanceError) as exc:
+                if not attempts:
+                    raise  # nothing was sent: the refusal says it all
+                attempts.append(Attempt(number, None, None, str(exc), 0.0, span.span_id))
+                raise CallFailed(_failure(call, attempts, str(exc)), attempts) from exc
             condition = outcome_condition(outcome.status_code, outcome.error_kind)
             last = number == attempts_policy.max_attempts
             if condition is None or condition not in attempts_policy.retry_on or last:
@@ -220,6 +172,13 @@ class ServiceCaller:
         raise AssertionError("unreachable: the last attempt always returns")
 
     # -- steps --------------------------------------------------------------------------
+
+    async def _require_known(self, source: str, target: str) -> None:
+        discovery = self._discovery
+        if source not in ORCH_IDENTITIES and not await discovery.is_registered(source):
+            raise UnknownCallerError(source, ORCH_IDENTITIES)
+        if not await discovery.is_registered(target):
+            raise NotFoundError("service", target)
 
     def _authorize(self, policy: EffectivePolicy, call: _Call) -> None:
         verdict = policy.authorize(call.method, call.endpoint)
@@ -265,16 +224,16 @@ class ServiceCaller:
         self,
         policy: EffectivePolicy,
         call: _Call,
+        where: CallEndpoint,
         span: TraceContext,
         timeout: float,
         headers: dict[str, str],
-        method: str,
         json: Any,
         content: bytes | None,
         params: Mapping[str, str] | None,
         number: int,
         attempts: list[Attempt],
-    ) -> tuple[_Outcome, Endpoint]:
+    ) -> tuple[AttemptOutcome, Endpoint]:
         breakers = self._breakers
         try:
             permit = breakers.admit_cached(call.source, call.target, call.endpoint)
@@ -293,7 +252,16 @@ class ServiceCaller:
         instance = self._choose(policy, call.target, healthy)
         started = time.perf_counter()
         outcome = await self._send(
-            instance, span, timeout, headers, method, call.endpoint, json, content, params, number
+            instance,
+            span,
+            timeout,
+            headers,
+            call.method,
+            where.target,
+            json,
+            content,
+            params,
+            number,
         )
         duration_ms = (time.perf_counter() - started) * 1000
         success = not breakers.is_failure(permit, outcome.status_code)
@@ -310,24 +278,25 @@ class ServiceCaller:
                 outcome.error,
                 duration_ms,
                 span.span_id,
+                outcome.unknown,
             )
         )
         self._recorder.record(
             CallEvent(
-                event_type=_event_type(outcome),
+                event_type=event_type(outcome),
                 trace_id=span.trace_id,
                 span_id=span.span_id,
                 parent_span_id=span.parent_span_id,
                 source=call.source,
                 target=call.target,
-                method=method,
+                method=call.method,
                 endpoint=call.endpoint,
                 status_code=outcome.status_code,
                 duration_ms=round(duration_ms),
                 error=outcome.error,
                 correlation_id=call.correlation_id,
                 at=self._clock.now(),
-                details={"attempt": number, "instance": instance.instance_id},
+                details=_details(number, instance, outcome),
             )
         )
         return outcome, instance
@@ -368,12 +337,12 @@ class ServiceCaller:
         timeout: float,
         headers: dict[str, str],
         method: str,
-        endpoint: str,
+        target: str,
         json: Any,
         content: bytes | None,
         params: Mapping[str, str] | None,
         number: int,
-    ) -> _Outcome:
+    ) -> AttemptOutcome:
         request_headers = {
             **headers,
             "traceparent": span.traceparent,
@@ -383,22 +352,18 @@ class ServiceCaller:
             try:
                 response = await self._client.request(
                     method,
-                    instance.base_url + endpoint,
+                    instance.base_url + target,
                     json=json,
                     content=content,
                     params=params,
                     headers=request_headers,
                     timeout=timeout,
                 )
-            except httpx.TimeoutException:
-                return _Outcome(None, "timeout", f"timed out after {timeout:g}s", None)
-            except httpx.ConnectError as exc:
-                return _Outcome(None, "connect", f"connection failed: {exc or 'refused'}", None)
             except httpx.HTTPError as exc:
-                return _Outcome(None, "protocol", f"{type(exc).__name__}: {exc}", None)
-        return _Outcome(response.status_code, None, None, response)
+                return no_answer(exc, timeout)
+        return AttemptOutcome(response.status_code, None, None, response)
 
-    def _delay(self, policy: RetryPolicy, number: int, outcome: _Outcome) -> float:
+    def _delay(self, policy: RetryPolicy, number: int, outcome: AttemptOutcome) -> float:
         if outcome.status_code in (429, 503) and outcome.response is not None:
             hinted = retry_after_seconds(outcome.response.headers.get("retry-after"))
             if hinted is not None:
@@ -406,14 +371,10 @@ class ServiceCaller:
         return policy.backoff(number, self._rng)
 
     def _finish(
-        self, outcome: _Outcome, instance: Endpoint, call: _Call, attempts: list[Attempt]
+        self, outcome: AttemptOutcome, instance: Endpoint, call: _Call, attempts: list[Attempt]
     ) -> CallResult:
         if outcome.response is None:
-            raise CallFailed(
-                f"{call.source} → {call.target} {call.method} {call.endpoint} failed after "
-                f"{len(attempts)} attempt{'s' if len(attempts) > 1 else ''}: {outcome.error}",
-                attempts,
-            )
+            raise CallFailed(_failure(call, attempts, outcome.error), attempts)
         response = outcome.response
         return CallResult(
             status_code=response.status_code,
@@ -456,14 +417,18 @@ class _Call:
     correlation_id: str
 
 
-def _outbound_headers(
-    given: Mapping[str, str] | None, correlation_id: str, idempotency_key: str | None
-) -> dict[str, str]:
-    headers = dict(given or {})
-    headers["X-Correlation-ID"] = correlation_id
-    if idempotency_key:
-        headers["Idempotency-Key"] = idempotency_key
-    return headers
+def _failure(call: _Call, attempts: list[Attempt], error: str | None) -> str:
+    return (
+        f"{call.source} → {call.target} {call.method} {call.endpoint} failed after "
+        f"{len(attempts)} attempt{'s' if len(attempts) > 1 else ''}: {error}"
+    )
+
+
+def _details(number: int, instance: Endpoint, outcome: AttemptOutcome) -> dict[str, Any]:
+    details: dict[str, Any] = {"attempt": number, "instance": instance.instance_id}
+    if outcome.unknown:
+        details["outcome_unknown"] = True
+    return details
 
 
 def _policy_timeout(policy: EffectivePolicy) -> float | None:
@@ -483,14 +448,6 @@ def _breaker_settings(policy: EffectivePolicy) -> BreakerSettings | None:
         success_threshold=config.success_threshold or defaults.success_threshold,
         half_open_max_calls=config.half_open_max_calls or defaults.half_open_max_calls,
     )
-
-
-def _event_type(outcome: _Outcome) -> str:
-    if outcome.error_kind == "timeout":
-        return "timeout"
-    if outcome.error_kind is not None or (outcome.status_code or 0) >= 500:
-        return "error"
-    return "response"
 
 
 def _http_client(tls: TlsSettings | None) -> httpx.AsyncClient:

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from orchcore.callpath.identity import CLI_SOURCE
 from orchcore.cli.context import json_option, parse_pairs, run_with_orch
 from orchcore.cli.output import emit
 from orchcore.errors import ValidationFailed
@@ -20,7 +21,12 @@ from orchcore.resilience.retry import RetryPolicy
 @click.option(
     "--method", "-X", default=None, help="HTTP method (default POST with --data, else GET)."
 )
-@click.option("--source", default="orch-cli", show_default=True, help="Calling service name.")
+@click.option(
+    "--source",
+    default=CLI_SOURCE,
+    show_default=True,
+    help="Calling service: a registered service, or orch's own name.",
+)
 @click.option("--idempotency-key", help="Sent as Idempotency-Key; allows retrying a POST.")
 @click.option("--correlation-id", help="Sent as X-Correlation-ID (default: a new one).")
 @click.option("--timeout", type=float, help="Seconds per attempt.")

@@ -109,6 +109,21 @@ class ServiceDiscovery:
             raise NoHealthyInstanceError(service, counts)
         return cached.healthy
 
+    async def is_registered(self, service: str) -> bool:
+        """Whether ``service`` is registered, from the cache when it holds the name.
+
+        A name the cache lacks is looked up (it may have been registered a moment
+        ago); a name that is not registered leaves nothing behind, so a stream of
+        made-up names cannot grow the cache.
+        """
+        if service in self._by_name:
+            return True
+        row = await self._db.fetchrow(Q.discovery_service_by_name, service)
+        if row is None:
+            return False
+        await self._load_services([row["id"]])
+        return True
+
     def pick(
         self,
         service: str,

@@ -41,6 +41,9 @@ log = logging.getLogger("orch.breakers")
 BreakerState = Literal["closed", "open", "half_open", "forced_open", "disabled"]
 #: Extra life of a half-open permit beyond the call's own timeout.
 PERMIT_MARGIN_SECONDS = 5.0
+#: Endpoints remembered with the breaker they resolved to. Endpoints carry ids
+#: (``/reservations/r-123``), so without a cap this map would grow with every call.
+MAX_RESOLVED_ENDPOINTS = 4096
 
 
 class BreakerSettings(BaseModel):
@@ -210,6 +213,7 @@ class CircuitBreakers:
         self._holder = holder
         self._by_id: dict[UUID, CachedBreaker] = {}
         self._by_pair: dict[tuple[str, str], list[UUID]] = {}
+        # (source, target, endpoint) -> breaker; insertion-ordered, the oldest goes first
         self._resolved: dict[tuple[str, str, str], UUID] = {}
         # One permit per closed breaker and generation, reused: making a frozen
         # dataclass per call was half the closed-path cost.
@@ -360,7 +364,10 @@ class CircuitBreakers:
             chosen = max(candidates, key=lambda b: specificity(b.endpoint_pattern))
         else:
             chosen = await self.ensure(source, target, "*", settings or BreakerSettings())
-        self._resolved[(source, target, endpoint)] = chosen.id
+        resolved = self._resolved
+        if len(resolved) >= MAX_RESOLVED_ENDPOINTS:
+            del resolved[next(iter(resolved))]  # forgetting only costs a re-resolution
+        resolved[(source, target, endpoint)] = chosen.id
         return chosen
 
     async def ensure(
@@ -420,6 +427,11 @@ class CircuitBreakers:
 
     def cached(self, breaker_id: UUID) -> CachedBreaker | None:
         return self._by_id.get(breaker_id)
+
+    @property
+    def resolved_endpoints(self) -> int:
+        """How many endpoints are remembered with their breaker (at most the cap)."""
+        return len(self._resolved)
 
     # -- operators and reads --------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 Mappings name places in the workflow context with dotted paths (``event.date``,
 ``venue.reservation_id``); list items are addressed by index (``guests.0.name``).
-Endpoints may interpolate paths in braces: ``/reservations/{venue.reservation_id}/cancel``.
+Endpoints may interpolate paths in braces: ``/reservations/{venue.reservation_id}/cancel``;
+each value goes in percent-encoded as one path segment (:func:`path_segment`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -77,4 +79,19 @@ def apply_output(mapping: Mapping[str, str], response: Any, context: dict[str, A
 
 
 def render(template: str, context: Any) -> str:
-    return PLACEHOLDER.sub(lambda m: str(read(context, m.group(1))), template)
+    """The endpoint with each {placeholder} replaced by its context value as one path
+    segment: a value can name a resource, never change which path is called."""
+    return PLACEHOLDER.sub(lambda m: path_segment(read(context, m.group(1))), template)
+
+
+def path_segment(value: Any) -> str:
+    """``value`` percent-encoded as exactly one path segment.
+
+    ``/``, ``?``, ``#`` and ``%`` are encoded, so ``../payments`` stays inside its
+    segment; a value of only dots is encoded whole (``%2E%2E``) so it is never a dot
+    segment (the call path refuses an encoded one too, rather than guess).
+    """
+    text = str(value)
+    if text and text.strip(".") == "":
+        return "%2E" * len(text)
+    return quote(text, safe="")
