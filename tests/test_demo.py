@@ -66,7 +66,7 @@ async def test_demo_headless_starts_everything_and_ctrl_c_stops_it() -> None:
 
             async def all_healthy() -> bool:
                 services = await orch.registry.list_services()
-                return len(services) == 5 and all(s.health_status == "healthy" for s in services)
+                return len(services) == 6 and all(s.health_status == "healthy" for s in services)
 
             await eventually(all_healthy, timeout=30)
         finally:

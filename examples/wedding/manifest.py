@@ -10,6 +10,8 @@ Dependency graph (what each service calls on its own, as the service map shows i
     photographer ─┘
     (venue, catering and photographer also call notification directly)
 
+- booking is the booking site's backend: it starts the full-service booking saga,
+  so every call the saga makes comes from it (it depends on all five).
 - notification is the leaf: every other service sends its confirmations through it.
 - payment sends receipts (-> notification).
 - venue takes the deposit (-> payment) and confirms the date (-> notification).
@@ -27,6 +29,7 @@ from typing import Any
 
 #: Every service of the platform with the version its instances report.
 SERVICE_VERSIONS: dict[str, str] = {
+    "booking": "2.3.0",
     "venue": "1.4.0",
     "catering": "2.1.0",
     "photographer": "1.2.3",
@@ -35,10 +38,14 @@ SERVICE_VERSIONS: dict[str, str] = {
 }
 
 #: Instances per service for a lively demo (two of each busy service to balance over).
-DEFAULT_INSTANCES = "venue=2,catering=1,photographer=2,payment=1,notification=1"
+DEFAULT_INSTANCES = "booking=1,venue=2,catering=1,photographer=2,payment=1,notification=1"
+
+#: The service that starts the platform's sagas (their calls come from it).
+INITIATOR = "booking"
 
 #: Who each service calls (see the module docstring for why).
 DEPENDENCIES: dict[str, list[str]] = {
+    "booking": ["venue", "catering", "photographer", "payment", "notification"],
     "venue": ["payment", "notification"],
     "catering": ["venue", "notification"],
     "photographer": ["venue", "notification"],
@@ -47,6 +54,7 @@ DEPENDENCIES: dict[str, list[str]] = {
 }
 
 _DESCRIPTIONS = {
+    "booking": "The booking site's backend: starts full-service bookings",
     "venue": "Venue reservations: holds a venue for a wedding date",
     "catering": "Catering orders: menus priced per guest",
     "photographer": "Photographer bookings by date and package",
@@ -55,6 +63,7 @@ _DESCRIPTIONS = {
 }
 
 _OWNERS = {
+    "booking": "platform",
     "venue": "venues",
     "catering": "vendors",
     "photographer": "vendors",
@@ -65,6 +74,7 @@ _OWNERS = {
 # (cpu_limit, memory_limit, min_replicas, max_replicas): payment and notification
 # stay small and steady; the booking services scale with peak-season traffic.
 _SIZING: dict[str, tuple[str, str, int, int]] = {
+    "booking": ("250m", "256Mi", 1, 4),
     "venue": ("500m", "256Mi", 2, 6),
     "catering": ("250m", "256Mi", 1, 4),
     "photographer": ("250m", "128Mi", 2, 4),
@@ -108,8 +118,8 @@ def registration(service: str) -> dict[str, Any]:
 
 
 def registrations() -> list[dict[str, Any]]:
-    """All five registrations, dependencies before their dependents."""
-    order = ["notification", "payment", "venue", "catering", "photographer"]
+    """All six registrations, dependencies before their dependents."""
+    order = ["notification", "payment", "venue", "catering", "photographer", "booking"]
     return [registration(service) for service in order]
 
 

@@ -1,7 +1,8 @@
 """The example wedding platform, run by file path:
 
     python examples/wedding/platform.py --host 127.0.0.1 \\
-        --instances venue=2,catering=1,photographer=2,payment=1,notification=1 [--base-port 0]
+        --instances booking=1,venue=2,catering=1,photographer=2,payment=1,notification=1 \\
+        [--base-port 0]
 
 Its code lives in the sibling ``wedding_*`` modules and ``manifest``, imported by
 plain name from this folder; it never imports orchcore (it stands for services

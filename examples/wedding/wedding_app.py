@@ -251,9 +251,15 @@ def notification_routes(ctx: InstanceContext, book: NotificationOutbox) -> APIRo
     return router
 
 
+def booking_routes(ctx: InstanceContext, book: None) -> APIRouter:
+    """The booking site's backend serves people, not orch: orch only checks its health."""
+    return business_router(ctx)
+
+
 #: service name -> (how its book is made, how its routes are made)
 SERVICES: dict[str, tuple[Callable[[IdMaker], Any], Callable[[InstanceContext, Any], APIRouter]]]
 SERVICES = {
+    "booking": (lambda _ids: None, booking_routes),
     "venue": (VenueBook, venue_routes),
     "catering": (CateringBook, catering_routes),
     "photographer": (PhotographerBook, photographer_routes),

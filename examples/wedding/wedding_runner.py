@@ -121,8 +121,8 @@ def knobs_per_instance(
 def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="platform.py",
-        description="The example wedding platform: venue, catering, photographer, payment "
-        "and notification services, each instance on its own loopback port.",
+        description="The example wedding platform: booking, venue, catering, photographer, "
+        "payment and notification services, each instance on its own loopback port.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument(

@@ -27,6 +27,7 @@ def test_every_registration_is_a_valid_request() -> None:
         "venue",
         "catering",
         "photographer",
+        "booking",
     ]
     for registration in found:
         request = RegisterServiceRequest.model_validate(registration)

@@ -38,7 +38,7 @@ from orchcore.facade import Orch
 from orchcore.settings import Settings
 
 DEMO_ACTOR = "demo"
-DEFAULT_INSTANCES = "venue=2,catering=1,photographer=2,payment=1,notification=1"
+DEFAULT_INSTANCES = "booking=1,venue=2,catering=1,photographer=2,payment=1,notification=1"
 
 
 class DemoFailed(OrchError):
@@ -171,7 +171,10 @@ async def run_demo(
                 if chaos:
                     background.append(asyncio.create_task(_chaos(platform_instances)))
                 if saga_interval > 0:
-                    background.append(asyncio.create_task(_saga_stream(orch, saga_interval)))
+                    initiator = str(load_manifest(folder).INITIATOR)
+                    background.append(
+                        asyncio.create_task(_saga_stream(orch, saga_interval, initiator))
+                    )
                 try:
                     if console:
                         await _run_console(orch)
@@ -373,7 +376,7 @@ async def _chaos(instances: list[DemoInstance]) -> None:
                     await client.post(f"http://{victim.host}:{victim.port}/_knobs", json=calm)
 
 
-async def _saga_stream(orch: Orch, interval: float) -> None:
+async def _saga_stream(orch: Orch, interval: float, initiator: str) -> None:
     """A steady stream of full-service bookings; some fail on purpose (a declined card,
     a fully booked photographer) so compensations show."""
     rng = random.Random()
@@ -398,7 +401,7 @@ async def _saga_stream(orch: Orch, interval: float) -> None:
                 {
                     "workflow_name": "full-service-booking",
                     "wedding_id": str(wedding_id),
-                    "initiating_service": "booking",
+                    "initiating_service": initiator,
                     "correlation_id": f"demo-{uuid.uuid4().hex[:12]}",
                     "context_data": context,
                 },
