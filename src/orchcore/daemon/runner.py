@@ -21,11 +21,11 @@ import uvicorn
 from orchcore import __version__
 from orchcore.actors import daemon_actor
 from orchcore.api import create_app
-from orchcore.daemon.supervisor import TaskSupervisor
 from orchcore.errors import OrchError
 from orchcore.facade import Orch
 from orchcore.registry import InstanceHealthChecker
 from orchcore.saga.runner import SagaRunner
+from orchcore.supervision import TaskSupervisor
 
 log = logging.getLogger("orch.daemon")
 

@@ -17,8 +17,10 @@ from typing import Any
 import asyncpg
 
 from orchcore.db.pool import connect
+from orchcore.db.queries import Queries
 
 log = logging.getLogger("orch.listen")
+Q = Queries("orchcore.db")
 
 CHANNEL = "orch"
 Handler = Callable[[dict[str, Any]], None]
@@ -77,23 +79,46 @@ class NotificationListener:
         self._set_connected(True)
 
     async def _supervise(self) -> None:
+        """Keep the connection up for ever: nothing but cancellation ends this task.
+
+        An error of our own making (a handler that raises, say) must not end it either:
+        a listener that silently stopped would leave every cache stale for good."""
         while True:
-            await self._wait_until_lost()
-            self._set_connected(False)
-            await self._close_connection()
-            while True:
+            try:
+                await self._wait_until_lost()
+                log.warning(
+                    "notification connection lost (%s); reconnecting",
+                    self.last_error or "closed by the server",
+                )
+                self._set_connected(False)
+                await self._close_connection()
+                await self._reconnect()
+                log.info("notification connection restored")
+                await self._tell_reconnected()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("notification listener failed; starting over")
                 await asyncio.sleep(self._retry)
-                try:
-                    await self._connect()
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    self.last_error = str(exc) or type(exc).__name__
-                    continue
-                break
-            log.info("notification connection restored")
-            for handler in self._reconnect_handlers:
+
+    async def _reconnect(self) -> None:
+        while True:
+            await asyncio.sleep(self._retry)
+            try:
+                await self._connect()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                self.last_error = str(exc) or type(exc).__name__
+                continue
+            return
+
+    async def _tell_reconnected(self) -> None:
+        for handler in self._reconnect_handlers:
+            try:
                 result = handler()
                 if result is not None:
                     await result
+            except Exception:
+                log.exception("reconnect handler failed")
 
     async def _wait_until_lost(self) -> None:
         """Wait for the termination callback, probing now and then for silent deaths."""
@@ -106,7 +131,7 @@ class NotificationListener:
             if self._conn is None or self._conn.is_closed():
                 return
             try:
-                await asyncio.wait_for(self._conn.execute("SELECT 1"), timeout=5.0)
+                await asyncio.wait_for(self._conn.execute(Q.probe_connection), timeout=5.0)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 self.last_error = str(exc) or type(exc).__name__
                 return
@@ -123,7 +148,10 @@ class NotificationListener:
         if value != self.connected:
             self.connected = value
             for handler in self._state_handlers:
-                handler(value)
+                try:
+                    handler(value)
+                except Exception:
+                    log.exception("connection state handler failed")
 
     def _dispatch(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
         try:

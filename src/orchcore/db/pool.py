@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
@@ -10,8 +12,21 @@ from typing import Any, TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+log = logging.getLogger("orch.db")
+
 #: What the engine's functions take: a plain connection or one lent by the pool.
 Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
+
+#: How long one statement of the engine may run; the client gives up a little later, so a
+#: server that vanished without closing the connection is noticed even then.
+STATEMENT_TIMEOUT_SECONDS = 15.0
+_CLIENT_MARGIN_SECONDS = 5.0
+#: TCP keepalive: an idle connection to a server that vanished (a failover, a cut
+#: network) is found dead within about idle + interval * count seconds, before a
+#: statement waits on it.
+KEEPALIVE_IDLE_SECONDS = 10
+KEEPALIVE_INTERVAL_SECONDS = 5
+KEEPALIVE_COUNT = 3
 
 
 def _encode_jsonb(value: Any) -> bytes:
@@ -22,7 +37,32 @@ def _decode_jsonb(data: bytes) -> Any:
     return json.loads(data[1:])
 
 
+def enable_keepalive(conn: Connection) -> bool:
+    """Switch on TCP keepalive for a connection over TCP; False when it is not TCP.
+
+    asyncpg has no option for it, so the socket is reached through the connection's
+    transport (``_transport``, stable across asyncpg's releases); a unix socket needs none.
+    """
+    transport = getattr(conn, "_transport", None)
+    if transport is None:
+        inner = getattr(conn, "_con", None)  # a pool's proxy holds the connection
+        transport = getattr(inner, "_transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE_SECONDS),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_SECONDS),
+        ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+    ):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+    return True
+
+
 async def _init_connection(conn: Connection) -> None:
+    enable_keepalive(conn)
     # Binary codecs, so COPY (which only speaks binary) can carry JSON columns too.
     await conn.set_type_codec(
         "jsonb",
@@ -67,14 +107,28 @@ class Database:
         self.dsn = dsn
 
     @classmethod
-    async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> Database:
+    async def open(
+        cls,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        statement_timeout: float = STATEMENT_TIMEOUT_SECONDS,
+    ) -> Database:
         pool = await asyncpg.create_pool(
             dsn,
             min_size=min_size,
             max_size=max_size,
             init=_init_connection,
             reset=_keep_session,
-            server_settings={"application_name": "orch"},
+            # The server cancels a statement that runs too long (a lock held by a stuck
+            # session, say); the client stops waiting a little later in any case.
+            command_timeout=statement_timeout + _CLIENT_MARGIN_SECONDS,
+            server_settings={
+                "application_name": "orch",
+                "statement_timeout": str(int(statement_timeout * 1000)),
+                "idle_in_transaction_session_timeout": str(int(statement_timeout * 2000)),
+            },
             # Keep idle connections for a while; recycle them so a restarted
             # server or failover is picked up without intervention.
             max_inactive_connection_lifetime=300,

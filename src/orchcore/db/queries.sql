@@ -24,3 +24,8 @@ SELECT version, checksum FROM orch_schema_migrations
 -- name: record_migration
 -- A migration: pending → applied, in the transaction that ran it.
 INSERT INTO orch_schema_migrations (version, name, checksum) VALUES ($1, $2, $3)
+
+-- name: probe_connection
+-- Is this connection still alive? (The listener asks now and then: a connection can die
+-- without a word.)
+SELECT 1
