@@ -31,7 +31,12 @@ from typing import Any
 
 import httpx
 from latency_stats import Summary, median_summary, summarise, table
-from scratch_database import DEFAULT_DSN, register_loopback_service, scratch_database
+from scratch_database import (
+    DEFAULT_DSN,
+    register_caller,
+    register_loopback_service,
+    scratch_database,
+)
 
 from orchcore import Orch, Settings
 from orchcore.callpath.caller import ServiceCaller
@@ -70,6 +75,7 @@ async def stop_service(process: asyncio.subprocess.Process) -> None:
 
 async def register_target(orch: Orch, port: int) -> None:
     """``venue`` with one instance on the service's port, healthy by a TTL heartbeat."""
+    await register_caller(orch, SOURCE)
     await register_loopback_service(orch, TARGET, port)
     await orch.discovery.refresh_all()
 

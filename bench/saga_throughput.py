@@ -65,6 +65,7 @@ from http_keepalive import KeepAliveClient
 from latency_stats import Summary, median_summary, summarise
 from scratch_database import (
     DEFAULT_DSN,
+    register_caller,
     register_loopback_service,
     scratch_database,
     with_database,
@@ -79,6 +80,8 @@ TARGET_RATIO = 5.0
 TARGET_COMMITS = 6.0
 WORKFLOW = "bench-saga"
 SERVICE = "participant"
+#: The service the benchmark starts its sagas as (their calls come from it).
+INITIATOR = "bench"
 
 DEFINITION = {
     "name": WORKFLOW,
@@ -258,6 +261,7 @@ class OrchSystem(System):
         orch = await Orch.open(Settings(database_url=dsn))
         try:
             # Healthy by a TTL heartbeat; with --no-health-checks nothing expires it.
+            await register_caller(orch, INITIATOR)
             await register_loopback_service(orch, SERVICE, participant_port)
             await orch.workflow_definitions.register(DEFINITION, actor="bench")
             self.token, _ = await orch.tokens.create(
@@ -302,7 +306,7 @@ class OrchSystem(System):
             f"{self.urls[seq % len(self.urls)]}/api/orchestration/workflows",
             {
                 "workflow_name": WORKFLOW,
-                "initiating_service": "bench",
+                "initiating_service": INITIATOR,
                 "context_data": {"saga": seq},
                 "correlation_id": saga_id,
             },

@@ -99,3 +99,12 @@ async def register_loopback_service(orch: Orch, name: str, port: int) -> None:
         actor="bench",
     )
     await orch.registry.heartbeat(name, f"{name}-0", actor="bench")
+
+
+async def register_caller(orch: Orch, name: str) -> None:
+    """``name`` as a service without instances: calls may come from it (the call path
+    refuses sources nobody registered)."""
+    await orch.registry.register_service(
+        {"service_name": name, "service_type": "api", "deployment_environment": "staging"},
+        actor="bench",
+    )

@@ -565,15 +565,26 @@ async def test_batch_retry_preview_and_results(env: Env) -> None:
     assert preview.matched == 3
     assert {str(w.id) for w in preview.preview} == set(ids)
     assert preview.results == []
+    assert {str(i) for i in preview.workflow_ids} == set(ids)
     del env.services["payment"].always_fail["/charges"]
     applied = await env.orch.workflows.batch(
-        "retry", actor="ops", status=["failed"], reason="payment fixed"
+        "retry",
+        actor="ops",
+        status=["failed"],
+        reason="payment fixed",
+        workflow_ids=preview.workflow_ids,
     )
     assert [r.ok for r in applied.results] == [True, True, True]
     for workflow_id in ids:
         await env.until(workflow_id, "completed")
+    ended = await env.orch.workflows.batch(
+        "cancel", actor="ops", dry_run=True, status=["completed", "compensated"]
+    )
     cancel_all = await env.orch.workflows.batch(
-        "cancel", actor="ops", status=["completed", "compensated"]
+        "cancel",
+        actor="ops",
+        status=["completed", "compensated"],
+        workflow_ids=ended.workflow_ids,
     )
     assert cancel_all.matched == 4
     assert {r.ok for r in cancel_all.results} == {False}

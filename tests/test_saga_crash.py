@@ -70,7 +70,7 @@ async def test_three_daemons_killed_and_restarted_lose_nothing(dsn: str) -> None
                         {
                             "workflow_name": "full-service-booking",
                             "correlation_id": f"crash-{i}",
-                            "initiating_service": "booking",
+                            "initiating_service": "booking",  # the manifest's INITIATOR
                             "context_data": context(i),
                         },
                         actor="t",

@@ -21,11 +21,13 @@ from orchcore.alerts import AlertStore
 from orchcore.auth import TokenStore
 from orchcore.callpath.caller import ServiceCaller
 from orchcore.callpath.events import ServiceEventRecorder
+from orchcore.callpath.identity import ORCH_IDENTITIES
 from orchcore.clock import Clock, SystemClock
-from orchcore.db import Database
+from orchcore.db import Database, Queries
 from orchcore.db.embedded import EmbeddedPostgres
 from orchcore.db.listen import NotificationListener
 from orchcore.db.migrate import migrate
+from orchcore.db.pool import connect
 from orchcore.errors import OrchError
 from orchcore.membership import DaemonMembership
 from orchcore.mesh.store import MeshPolicies
@@ -36,6 +38,8 @@ from orchcore.resilience.ratelimit import RateLimiter
 from orchcore.saga.definitions import DefinitionStore
 from orchcore.saga.store import WorkflowStore
 from orchcore.settings import Settings
+
+Q = Queries("orchcore")
 
 
 def _process_identity() -> str:
@@ -85,7 +89,9 @@ class Orch:
         self._caller_lock = asyncio.Lock()
         self.alerts = AlertStore(db, clock)
         self.workflow_definitions = DefinitionStore(db, clock)
-        self.workflows = WorkflowStore(db, clock, self.workflow_definitions)
+        self.workflows = WorkflowStore(
+            db, clock, self.workflow_definitions, known_source=self.is_known_source
+        )
 
     @classmethod
     async def open(
@@ -125,8 +131,13 @@ class Orch:
         if isinstance(self.clock, SystemClock):
             await self._calibrate_clock(self.clock)
         if apply_migrations:
-            async with self.db.pool.acquire() as conn:
+            # A connection of its own: the pool's statement timeout must not cut a
+            # migration short on a large table.
+            conn = await connect(self.db.dsn)
+            try:
                 await migrate(conn)
+            finally:
+                await conn.close()
         if self.listener is not None:
             await self.listener.start()
         if start_discovery:
@@ -134,7 +145,7 @@ class Orch:
 
     async def _calibrate_clock(self, clock: SystemClock) -> None:
         started = time.perf_counter()
-        server_now = await self.db.fetchval("SELECT now()")
+        server_now = await self.db.fetchval(Q.server_now)
         clock.calibrate(server_now, time.perf_counter() - started)
 
     async def caller(self) -> ServiceCaller:
@@ -196,6 +207,14 @@ class Orch:
     @property
     def embedded(self) -> EmbeddedPostgres | None:
         return self._embedded
+
+    async def is_known_source(self, name: str) -> bool:
+        """Whether calls may come from ``name``: one of orch's own, or a registered service."""
+        return name in ORCH_IDENTITIES or await self.discovery.is_registered(name)
+
+    async def ping(self) -> None:
+        """Raise unless the database answers."""
+        await self.db.fetchval(Q.ping)
 
     def health_checker(self, *, checker_id: UUID, actor: str) -> InstanceHealthChecker:
         return InstanceHealthChecker(self.db, self.clock, checker_id=checker_id, actor=actor)

@@ -44,3 +44,10 @@ UPDATE orch_daemons SET stopped_at = $2, heartbeat_at = $2 WHERE id = $1
 SELECT *, (stopped_at IS NULL AND heartbeat_at > $1) AS alive FROM orch_daemons
 WHERE stopped_at IS NULL OR stopped_at > $2
 ORDER BY started_at
+
+-- name: server_now
+-- The database server's clock, which every daemon's clock is calibrated against.
+SELECT now()
+
+-- name: ping
+SELECT 1

@@ -19,7 +19,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from orchcore import ManualClock, Orch
+from orchcore import ConflictError, ManualClock, Orch
 from orchcore.callpath.events import CallEvent
 from tests.console.seed_workflows import seed_workflows
 
@@ -123,16 +123,16 @@ async def seed_platform(orch: Orch, clock: ManualClock) -> datetime:
     """Build the platform; returns the engine time at which the story ends."""
     registry = orch.registry
     for name, (version, kind, check, instances) in PLATFORM.items():
-        await registry.register_service(
-            {
-                "service_name": name,
-                "service_version": version,
-                "service_type": kind,
-                "deployment_environment": "production",
-                "health_check": check,
-            },
-            actor=DEPLOYER,
-        )
+        registration = {
+            "service_version": version,
+            "service_type": kind,
+            "deployment_environment": "production",
+            "health_check": check,
+        }
+        try:
+            await registry.register_service({"service_name": name, **registration}, actor=DEPLOYER)
+        except ConflictError:  # the workflows' initiator, registered when they started
+            await registry.update_service(name, registration, actor=DEPLOYER)
         for instance_id in instances:
             await _register(orch, name, instance_id, version)
             await registry.heartbeat(name, instance_id, actor=instance_id)

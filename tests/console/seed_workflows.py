@@ -30,9 +30,11 @@ from orchcore import ManualClock, Orch
 from orchcore.callpath.caller import CallResult
 from orchcore.saga.runner import SagaRunner
 from orchcore.saga.views import GetWorkflowStatusResponse
+from tests.support.callers import known_callers
 from tests.support.polling import eventually
 
 PLANNER = "svc:booking"  # who starts the bookings
+INITIATOR = "booking"  # the service they are started as
 OPS = "ops@example"
 DAEMON = "orch-1"
 #: Made from correlation ids, so a seeded workflow's id is the same every run.
@@ -401,7 +403,7 @@ PENDING = Story("bk-1052", 1, "joy-dan", ends=("pending",))
 @contextmanager
 def ids_from_correlation(story: Story) -> Iterator[None]:
     """The workflow's id, normally random, made from its correlation id for this start."""
-    with mock.patch("orchcore.saga.store.uuid.uuid4", return_value=story.workflow_id):
+    with mock.patch("orchcore.saga.starting.uuid.uuid4", return_value=story.workflow_id):
         yield
 
 
@@ -421,7 +423,7 @@ async def _start(orch: Orch, story: Story) -> None:
                 "workflow_name": story.definition,
                 "correlation_id": story.correlation_id,
                 "wedding_id": str(story.wedding_id),
-                "initiating_service": "booking",
+                "initiating_service": INITIATOR,
                 "context_data": _context(story),
             },
             actor=PLANNER,
@@ -461,6 +463,7 @@ async def seed_workflows(orch: Orch, clock: ManualClock, *, until: datetime) -> 
     """
     await orch.workflow_definitions.register(FULL_SERVICE_BOOKING, actor=OPS)
     await orch.workflow_definitions.register(DATE_CHANGE, actor=OPS)
+    await known_callers(orch, INITIATOR)
     participants = ScriptedParticipants(orch, clock)
     runner = SagaRunner(
         cast(Orch, participants),

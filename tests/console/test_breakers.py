@@ -16,6 +16,7 @@ from orchtui.app import OrchConsole
 from orchtui.panes.breaker_detail import BreakerDetailPane
 from orchtui.screens import ConfirmMutationScreen, HelpScreen
 from tests.console.helpers import SIZE, on_screen, pane_loaded
+from tests.support.callers import known_callers
 from tests.support.http import SwitchableServer
 from tests.support.registry import healthy_service
 
@@ -31,6 +32,7 @@ def operator(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 async def caller(orch: Orch, http_server: SwitchableServer) -> ServiceCaller:
     """booking calls venue, one healthy instance on a real loopback HTTP server."""
+    await known_callers(orch, "booking")
     await healthy_service(orch, "venue", [http_server])
     return await orch.caller()
 

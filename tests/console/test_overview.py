@@ -14,6 +14,7 @@ from tests.console.helpers import (
     register_instances,
     register_service,
 )
+from tests.support.callers import known_callers
 from tests.support.http import SwitchableServer
 from tests.support.registry import healthy_service
 
@@ -71,6 +72,7 @@ async def test_overview_of_an_empty_system(orch: Orch) -> None:
 async def test_overview_counts_breakers_and_names_the_open_ones(
     orch: Orch, http_server: SwitchableServer, clock: ManualClock
 ) -> None:
+    await known_callers(orch, "booking")
     await healthy_service(orch, "venue", [http_server])
     await healthy_service(orch, "payments", [http_server])
     caller = await orch.caller()

@@ -17,6 +17,7 @@ from orchtui.screens import ConfirmMutationScreen, HelpScreen
 from orchtui.widgets import KeyedTable
 from tests.console.helpers import SIZE, off_screen, on_screen, pane_loaded, table_keys
 from tests.console.seed import STORY_START, seed_story
+from tests.support.callers import known_callers
 from tests.support.polling import eventually
 from tests.support.sagas import BOOKING, Env
 
@@ -45,6 +46,7 @@ async def start_pending(orch: Orch, correlation_id: str) -> str:
 @pytest.fixture
 async def booking(orch: Orch) -> Orch:
     await orch.workflow_definitions.register(BOOKING, actor="t")
+    await known_callers(orch, "booking")
     return orch
 
 

@@ -4,6 +4,11 @@ Idempotency-Key the way a careful service does, and fails on demand.
 ``fail[path] = [503, 503]`` answers the next calls to ``path`` with those statuses
 (then succeeds); ``always_fail[path] = 500`` fails every call. Effects (a stored
 answer per key) happen once per key; calls are counted raw.
+
+``stall_after_effect[path] = s`` applies the effect, then answers only after ``s``
+seconds (a caller that times out first cannot know the effect happened).
+``remember_refusals`` stores a refusal (4xx) under its key too and replays it, as
+services that store every definite answer do. ``answer_body[path] = bytes`` answers raw bytes (200).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from orchcore.daemon.runner import EmbeddedServer
@@ -50,6 +55,10 @@ class Participant:
     effects: dict[str, dict[str, Any]] = field(default_factory=dict)
     fail: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     always_fail: dict[str, int] = field(default_factory=dict)
+    stall_after_effect: dict[str, float] = field(default_factory=dict)
+    answer_body: dict[str, bytes] = field(default_factory=dict)
+    remember_refusals: bool = False
+    refusals: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     delay: float = 0.0
 
     def calls_to(self, path_prefix: str) -> list[Call]:
@@ -58,7 +67,7 @@ class Participant:
     def effects_for(self, key: str) -> int:
         return 1 if key in self.effects else 0
 
-    async def handle(self, request: Request) -> JSONResponse:
+    async def handle(self, request: Request) -> Response:
         path = request.url.path
         body = await request.json() if request.method != "GET" and await request.body() else None
         key = request.headers.get("idempotency-key")
@@ -74,14 +83,18 @@ class Participant:
         )
         if self.delay:
             await asyncio.sleep(self.delay)
+        if path in self.answer_body:
+            return Response(self.answer_body[path], media_type="application/json")
+        if key is not None and key in self.refusals:
+            status, refusal = self.refusals[key]
+            return JSONResponse(refusal, status_code=status)
         if path in self.always_fail:
-            return JSONResponse(
-                {"detail": f"{self.name} is failing"}, status_code=self.always_fail[path]
-            )
+            return self._refuse(key, self.always_fail[path], f"{self.name} is failing")
         if self.fail.get(path):
             status = self.fail[path].pop(0)
-            return JSONResponse({"detail": f"{self.name} answered {status}"}, status_code=status)
+            return self._refuse(key, status, f"{self.name} answered {status}")
         if key is not None and key in self.effects:
+            await asyncio.sleep(self.stall_after_effect.get(path, 0))
             return JSONResponse(self.effects[key], headers={"Idempotent-Replayed": "true"})
         answer = {
             "service": self.name,
@@ -91,7 +104,15 @@ class Participant:
         }
         if key is not None:
             self.effects[key] = answer
+        if path in self.stall_after_effect:
+            await asyncio.sleep(self.stall_after_effect[path])
         return JSONResponse(answer, status_code=201 if request.method == "POST" else 200)
+
+    def _refuse(self, key: str | None, status: int, detail: str) -> JSONResponse:
+        body = {"detail": detail}
+        if self.remember_refusals and key is not None and status < 500:
+            self.refusals[key] = (status, body)
+        return JSONResponse(body, status_code=status)
 
 
 @asynccontextmanager

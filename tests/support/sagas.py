@@ -15,6 +15,8 @@ from tests.support.polling import eventually
 from tests.support.registry import mark
 
 SERVICES = ("venue", "catering", "photographer", "payment", "notification")
+#: The service that starts the saga tests' workflows (their calls come from it).
+INITIATOR = "booking"
 
 
 def call_step(
@@ -74,7 +76,7 @@ class Env:
         response = await self.orch.workflows.start(
             {
                 "workflow_name": definition,
-                "initiating_service": "booking",
+                "initiating_service": INITIATOR,
                 "context_data": {"wedding_id": "w-1"},
                 **request,
             },
@@ -106,7 +108,11 @@ class Env:
 
 
 async def register_participants(orch: Orch, services: dict[str, Participant]) -> None:
-    """Each participant as a service with one healthy instance."""
+    """Each participant as a service with one healthy instance, and the initiator."""
+    await orch.registry.register_service(
+        {"service_name": INITIATOR, "service_type": "api", "deployment_environment": "staging"},
+        actor="t",
+    )
     for name, participant in services.items():
         await orch.registry.register_service(
             {"service_name": name, "service_type": "api", "deployment_environment": "staging"},

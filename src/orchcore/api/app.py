@@ -36,7 +36,7 @@ def create_app(orch: Orch, *, daemon_name: str | None = None) -> FastAPI:
     async def readyz() -> JSONResponse:
         """Readiness: the database answers."""
         try:
-            await orch.db.fetchval("SELECT 1")
+            await orch.ping()
         except Exception as exc:  # any failure means not ready; say which
             return JSONResponse(
                 {"status": "unavailable", "reason": str(exc) or type(exc).__name__},

@@ -20,23 +20,23 @@ from orchcore.cli.context import (
 from orchcore.cli.output import age, emit, table
 from orchcore.errors import ValidationFailed
 from orchcore.facade import Orch
-from orchcore.saga.models import TERMINAL_STATUSES
+from orchcore.saga.status import TERMINAL, WorkflowStatus
 from orchcore.saga.store import BatchAction
 from orchcore.saga.views import GetWorkflowStatusResponse, WorkflowDetail
 
-WORKFLOW_SYMBOLS = {
-    "pending": "○",
-    "running": "▶",
-    "retrying": "↻",
-    "paused": "‖",
-    "compensating": "↶",
-    "compensated": "↺",
-    "completed": "●",
-    "failed": "✖",
-    "compensation_failed": "⚠",
-    "cancelled": "◌",
+WORKFLOW_SYMBOLS: dict[str, str] = {
+    WorkflowStatus.PENDING: "○",
+    WorkflowStatus.RUNNING: "▶",
+    WorkflowStatus.RETRYING: "↻",
+    WorkflowStatus.PAUSED: "‖",
+    WorkflowStatus.COMPENSATING: "↶",
+    WorkflowStatus.COMPENSATED: "↺",
+    WorkflowStatus.COMPLETED: "●",
+    WorkflowStatus.FAILED: "✖",
+    WorkflowStatus.COMPENSATION_FAILED: "⚠",
+    WorkflowStatus.CANCELLED: "◌",
 }
-STATUSES = list(WORKFLOW_SYMBOLS)
+STATUSES = [str(status) for status in WorkflowStatus]
 
 
 def with_symbol(status: str) -> str:
@@ -180,7 +180,7 @@ async def _wait_for_end(orch: Orch, workflow_id: Any, *, show: bool) -> GetWorkf
         if show and line != last:
             click.echo(line, err=True)
             last = line
-        if w.current_status in TERMINAL_STATUSES:
+        if w.current_status in TERMINAL:
             return status
         await asyncio.sleep(0.25)
 
@@ -273,7 +273,7 @@ async def show(orch: Orch, workflow: str, as_json: bool) -> None:
         )
         if w.error_details:
             click.echo(f"error: {w.error_details.step_name}: {w.error_details.error_message}")
-        if w.next_run_at and w.current_status not in TERMINAL_STATUSES:
+        if w.next_run_at and w.current_status not in TERMINAL:
             click.echo(f"next run: {w.next_run_at.isoformat(timespec='seconds')}")
         click.echo("")
         table(
@@ -309,13 +309,26 @@ async def show(orch: Orch, workflow: str, as_json: bool) -> None:
 
 
 def _done(detail: WorkflowDetail, as_json: bool) -> None:
-    emit(
-        detail,
-        as_json=as_json,
-        human=lambda: click.echo(
+    def human() -> None:
+        click.echo(
             f"{detail.workflow_name} {detail.correlation_id}: {with_symbol(detail.current_status)}"
-        ),
-    )
+        )
+        if detail.pending_actions:
+            click.echo(f"queued: {queued_text(detail)}")
+
+    emit(detail, as_json=as_json, human=human)
+
+
+def queued_text(detail: WorkflowDetail) -> str:
+    """``pause by ops applies when charge_deposit's attempt ends (by 12:03:14)``."""
+    actions = ", ".join(f"{a.action} by {a.requested_by}" for a in detail.pending_actions)
+    waits = [
+        f"{s.step_name}'s {'compensation' if s.direction == 'compensate' else 'attempt'} ends"
+        + (f" (by {s.deadline.strftime('%H:%M:%S')})" if s.deadline else "")
+        for s in detail.in_flight
+    ]
+    when = " and ".join(waits) if waits else "the daemon holding it commits"
+    return f"{actions} applies when {when}"
 
 
 @workflow_group.command("retry")
@@ -512,11 +525,9 @@ async def batch(
     yes: bool,
     as_json: bool,
 ) -> None:
-    """ACTION every workflow the filter matches: a preview first, then one line each."""
-    if not (statuses or name or wedding_id or since or until_):
-        raise ValidationFailed(
-            "filter", "give at least one of --status, --name, --wedding-id, --since, --until"
-        )
+    """ACTION every workflow the filter matches: a preview first, then one line each.
+
+    The batch acts on exactly the workflows the preview listed (those that still match)."""
     filters: dict[str, Any] = {
         "status": list(statuses) or None,
         "name": name,
@@ -525,9 +536,17 @@ async def batch(
         "started_before": _utc(until_),
     }
     verb: BatchAction = action  # type: ignore[assignment]  # click.Choice checked it
-    preview = await orch.workflows.batch(
-        verb, actor=local_operator(), reason=reason, dry_run=True, **filters
-    )
+    try:
+        preview = await orch.workflows.batch(
+            verb, actor=local_operator(), reason=reason, dry_run=True, **filters
+        )
+    except ValidationFailed as exc:
+        if exc.field != "filter":
+            raise
+        # The engine's rule, in the words of this command's options.
+        raise ValidationFailed(
+            "filter", "give at least one of --status, --name, --wedding-id, --since, --until"
+        ) from None
 
     def show_preview() -> None:
         click.echo(f"{preview.matched} workflow(s) match")
@@ -547,8 +566,20 @@ async def batch(
     if dry_run or preview.matched == 0:
         emit(preview, as_json=as_json, human=show_preview)
         return
-    confirm_destructive(f"{action.capitalize()} {preview.matched} workflow(s)?", yes=yes)
-    result = await orch.workflows.batch(verb, actor=local_operator(), reason=reason, **filters)
+    shown = len(preview.workflow_ids)
+    more = (
+        f" (the {shown} listed; {preview.matched - shown} more match)"
+        if shown < preview.matched
+        else ""
+    )
+    confirm_destructive(f"{action.capitalize()} {shown} workflow(s){more}?", yes=yes)
+    result = await orch.workflows.batch(
+        verb,
+        actor=local_operator(),
+        reason=reason,
+        workflow_ids=preview.workflow_ids,
+        **filters,
+    )
 
     def show_results() -> None:
         table(

@@ -33,6 +33,8 @@ from orchcore.mesh.summary import summarise_policy
 from orchcore.validation import parse
 
 Q = Queries("orchcore.mesh")
+#: Resolved (source, target) pairs kept at most; past that the cache starts afresh.
+MAX_CACHED_PAIRS = 10_000
 log = logging.getLogger("orch.mesh")
 
 
@@ -145,6 +147,10 @@ class MeshPolicies:
         found = self._effective.get(pair)
         if found is None:
             found = resolve(self._policies, source, target)
+            if len(self._effective) >= MAX_CACHED_PAIRS:
+                # A backstop: the call path admits only known names, so this is
+                # reached by a platform with very many pairs, never by made-up ones.
+                self._effective.clear()
             self._effective[pair] = found
         return found
 

@@ -23,29 +23,27 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from orchcore.callpath.headers import check_header_value
+from orchcore.callpath.refusals import InvalidCallError
 from orchcore.saga.paths import PathError, check_path, check_template
+from orchcore.storable import plain_text, storable_document
+
+Text = Annotated[str, AfterValidator(plain_text)]
+
+
+def _header_safe(value: str) -> str:
+    """Sent as X-Correlation-ID with every call: a header value's characters only."""
+    try:
+        return check_header_value("correlation_id", value)
+    except InvalidCallError as exc:
+        raise ValueError(exc.reason) from None
+
+
+CorrelationId = Annotated[str, AfterValidator(_header_safe)]
+Document = Annotated[dict[str, Any], AfterValidator(storable_document)]
 
 StepType = Literal["service_call", "decision", "parallel", "delay"]
 CompensationStrategy = Literal["all", "partial", "none"]
-WorkflowStatus = Literal[
-    "pending",
-    "running",
-    "retrying",
-    "paused",
-    "compensating",
-    "compensated",
-    "completed",
-    "failed",
-    "compensation_failed",
-    "cancelled",
-]
-TERMINAL_STATUSES: frozenset[str] = frozenset(
-    {"compensated", "completed", "failed", "compensation_failed", "cancelled"}
-)
-#: statuses a daemon may pick up and drive
-RUNNABLE_STATUSES: frozenset[str] = frozenset({"pending", "running", "retrying", "compensating"})
-#: statuses that need a person
-INTERVENTION_STATUSES: frozenset[str] = frozenset({"compensation_failed"})
 
 
 def _path(value: str) -> str:
@@ -299,12 +297,12 @@ class RegisteredDefinition(BaseModel):
 class StartWorkflowRequest(_Model):
     """The seed's StartWorkflowRequest."""
 
-    workflow_name: str = Field(min_length=1)
-    workflow_version: str | None = None
-    correlation_id: str | None = Field(default=None, min_length=1, max_length=200)
+    workflow_name: Text = Field(min_length=1)
+    workflow_version: Text | None = None
+    correlation_id: CorrelationId | None = Field(default=None, min_length=1, max_length=200)
     wedding_id: UUID | None = None
-    initiating_service: str = Field(default="orch", min_length=1)
-    context_data: dict[str, Any] = Field(default_factory=dict)
+    initiating_service: Text = Field(default="orch", min_length=1)
+    context_data: Document = Field(default_factory=dict)
     timeout_minutes: float | None = Field(default=None, gt=0, le=60 * 24 * 30)
 
 
@@ -322,7 +320,7 @@ class RetryWorkflowRequest(_Model):
     retry_strategy: Literal["current_step", "failed_steps", "from_step"] = "current_step"
     from_step: int | None = Field(default=None, ge=0)
     max_retries: int | None = Field(default=None, ge=0, le=100)
-    reason: str | None = None
+    reason: Text | None = Field(default=None, max_length=500)
 
     @model_validator(mode="after")
     def _from_step(self) -> RetryWorkflowRequest:
@@ -334,9 +332,9 @@ class RetryWorkflowRequest(_Model):
 class CompensateWorkflowRequest(_Model):
     """The seed's CompensateWorkflowRequest."""
 
-    reason: str = Field(min_length=1, max_length=500)
+    reason: Text = Field(min_length=1, max_length=500)
     compensation_strategy: Literal["all", "partial", "custom"] = "all"
-    custom_steps: list[str] | None = None
+    custom_steps: list[Text] | None = None
 
     @model_validator(mode="after")
     def _custom(self) -> CompensateWorkflowRequest:

@@ -1,6 +1,6 @@
 """What a workflow should do next: a pure function of its state and the time.
 
-The runner asks :func:`plan` after every outcome and commits what it decided; keeping
+The drive asks :func:`plan` after every outcome and commits what it decided; keeping
 the decision free of I/O keeps every rule here, in one place, and testable alone.
 """
 
@@ -11,11 +11,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from orchcore.saga.models import TERMINAL_STATUSES, DecisionConditions
+from orchcore.saga.models import DecisionConditions
 from orchcore.saga.paths import PathError, read
 from orchcore.saga.state import StepState, WorkflowState
-
-DONE_STEP_STATUSES = frozenset({"completed", "skipped"})
+from orchcore.saga.status import (
+    COMPENSATION_SETTLED,
+    RUNNABLE,
+    STEP_DONE,
+    STEP_ENDED_BADLY,
+    STEP_MAY_HAVE_EFFECT,
+    CompensationStatus,
+    Phase,
+    StepStatus,
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,15 @@ class FinishDelay:
 
 @dataclass(frozen=True)
 class RunParallel:
+    """Run the branches that have something due now."""
+
+    step: StepState
+
+
+@dataclass(frozen=True)
+class FinishParallel:
+    """Every branch is done, or one ended badly."""
+
     step: StepState
 
 
@@ -82,6 +99,7 @@ Action = (
     | StartDelay
     | FinishDelay
     | RunParallel
+    | FinishParallel
     | BeginCompensation
     | Compensate
     | FinishCompensation
@@ -89,31 +107,83 @@ Action = (
 
 
 def plan(state: WorkflowState, now: datetime) -> Action:
-    if state.status in TERMINAL_STATUSES or state.status == "paused":
+    if state.status not in RUNNABLE:
         return Stop()
-    if state.phase == "compensate":
+    if state.phase == Phase.COMPENSATE:
         return _plan_compensation(state, now)
     if now >= state.timeout_at:
         minutes = state.definition.timeout_minutes
         return BeginCompensation(f"workflow timed out after {minutes:g} min")
-    step = next((s for s in state.top_level() if s.status not in DONE_STEP_STATUSES), None)
+    step = next((s for s in state.top_level() if s.status not in STEP_DONE), None)
     if step is None:
         return Complete()
-    if step.status == "failed":
-        return BeginCompensation(f"step {step.name} failed: {step.error_message}")
+    if step.status in STEP_ENDED_BADLY:
+        return BeginCompensation(_why_ended(step))
     if step.type == "service_call":
-        if step.status == "retrying" and step.next_attempt_at and step.next_attempt_at > now:
-            return Wait(min(step.next_attempt_at, state.timeout_at))
+        if _waiting(step, now):
+            return Wait(min(_due(step), state.timeout_at))
         return RunStep(step)
     if step.type == "decision":
         return Decide(step)
     if step.type == "delay":
-        if step.status != "waiting":
+        if step.status != StepStatus.WAITING:
             return StartDelay(step)
         if step.next_attempt_at is not None and step.next_attempt_at > now:
             return Wait(min(step.next_attempt_at, state.timeout_at))
         return FinishDelay(step)
-    return RunParallel(step)
+    return _plan_parallel(state, step, now)
+
+
+def _why_ended(step: StepState) -> str:
+    if step.status == StepStatus.UNCERTAIN:
+        return f"step {step.name}'s outcome is unknown: {step.error_message}"
+    return f"step {step.name} failed: {step.error_message}"
+
+
+def _waiting(step: StepState, now: datetime) -> bool:
+    return (
+        step.status == StepStatus.RETRYING
+        and step.next_attempt_at is not None
+        and (step.next_attempt_at > now)
+    )
+
+
+def _due(step: StepState) -> datetime:
+    assert step.next_attempt_at is not None
+    return step.next_attempt_at
+
+
+def branch_fronts(state: WorkflowState, parallel: StepState) -> dict[str, StepState | None]:
+    """Each branch's first step not yet done (None: the branch is done)."""
+    names = sorted({s.branch for s in state.children(parallel.name) if s.branch})
+    return {
+        name: next(
+            (s for s in state.branch_steps(parallel.name, name) if s.status not in STEP_DONE),
+            None,
+        )
+        for name in names
+    }
+
+
+def branch_due(front: StepState | None, now: datetime) -> bool:
+    """Whether the branch has a step to run now."""
+    if front is None or front.status in STEP_ENDED_BADLY:
+        return False
+    return not _waiting(front, now)
+
+
+def _plan_parallel(state: WorkflowState, step: StepState, now: datetime) -> Action:
+    if step.status != StepStatus.RUNNING:
+        return RunParallel(step)
+    fronts = list(branch_fronts(state, step).values())
+    if all(front is None for front in fronts):
+        return FinishParallel(step)
+    if any(front is not None and front.status in STEP_ENDED_BADLY for front in fronts):
+        return FinishParallel(step)
+    if any(branch_due(front, now) for front in fronts):
+        return RunParallel(step)
+    due = min(_due(front) for front in fronts if front is not None)
+    return Wait(min(due, state.timeout_at))
 
 
 def _plan_compensation(state: WorkflowState, now: datetime) -> Action:
@@ -121,10 +191,10 @@ def _plan_compensation(state: WorkflowState, now: datetime) -> Action:
     if not targets:
         return FinishCompensation()
     target = targets[0]
-    if target.compensation_status == "failed":
+    if target.compensation_status == CompensationStatus.FAILED:
         return Stop()
     due = target.compensation_next_attempt_at
-    if target.compensation_status == "retrying" and due is not None and due > now:
+    if target.compensation_status == CompensationStatus.RETRYING and due is not None and due > now:
         return Wait(due)
     return Compensate(target)
 
@@ -141,14 +211,14 @@ def compensation_scope(state: WorkflowState) -> set[str] | None:
 
 
 def compensation_targets(state: WorkflowState) -> list[StepState]:
-    """Completed steps still to undo, most recently completed first."""
+    """Steps whose effect may exist, still to undo, most recently ended first."""
     scope = compensation_scope(state)
     pending = [
         s
         for s in state.steps.values()
-        if s.status == "completed"
-        and getattr(s.definition, "compensation_action", None) is not None
-        and s.compensation_status not in ("completed", "manual", "not_needed")
+        if s.status in STEP_MAY_HAVE_EFFECT
+        and s.compensable
+        and s.compensation_status not in COMPENSATION_SETTLED
         and (scope is None or s.name in scope or (s.parent is not None and s.parent in scope))
     ]
     return sorted(pending, key=lambda s: s.completion_seq or 0, reverse=True)

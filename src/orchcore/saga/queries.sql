@@ -1,4 +1,6 @@
 -- Named queries of the saga engine. Times come in as parameters (the engine's clock).
+-- The status lists here repeat orchcore.saga.status (SQL cannot import it);
+-- tests/test_saga_vocabulary.py compares them.
 
 -- name: insert_definition
 INSERT INTO workflow_definitions (workflow_name, workflow_version, definition, created_by, created_at)
@@ -17,35 +19,44 @@ ORDER BY created_at DESC, workflow_version DESC LIMIT 1
 SELECT d.*, (SELECT count(*) FROM distributed_workflows w WHERE w.definition_id = d.id) AS runs
 FROM workflow_definitions d ORDER BY workflow_name, created_at DESC
 
+-- name: registered_service_names
+SELECT service_name FROM microservices
+
 -- name: start_workflow
--- One statement: the workflow, its steps and the 'started' event, or nothing when
--- the correlation id is taken (the caller then reads the existing workflow).
-WITH w AS (
+-- One statement: the workflow, its steps and the 'started' event, or nothing when the
+-- correlation id is taken (the caller then reads the existing workflow). $1: the
+-- workflow row as JSON, $2: its steps, $3: its events.
+WITH input AS (
+    SELECT * FROM jsonb_populate_record(NULL::distributed_workflows, $1::jsonb)
+), w AS (
     INSERT INTO distributed_workflows (
         id, workflow_name, workflow_version, workflow_definition, definition_id,
         correlation_id, wedding_id, initiating_service, current_status, current_step,
         total_steps, context_data, started_at, timeout_at, next_run_at, lease_owner,
         lease_until, trace_id, created_at, updated_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11, $12, $13, $12, $14, $15, $16, $12, $12)
+    SELECT id, workflow_name, workflow_version, workflow_definition, definition_id,
+           correlation_id, wedding_id, initiating_service, current_status, 0,
+           total_steps, context_data, started_at, timeout_at, started_at, lease_owner,
+           lease_until, trace_id, started_at, started_at
+    FROM input
     ON CONFLICT (correlation_id) DO NOTHING
-    RETURNING id
+    RETURNING id, started_at
 ), s AS (
     INSERT INTO workflow_steps (workflow_id, step_name, step_type, step_order, service_name,
         service_endpoint, status, max_retries, timeout_seconds, compensation_action,
-        parent_step, branch_name, step_definition, started_at, created_at, updated_at)
+        parent_step, branch_name, step_definition, created_at, updated_at)
     SELECT w.id, x.step_name, x.step_type, x.step_order, x.service_name, x.service_endpoint,
-           x.status, x.max_retries, x.timeout_seconds, x.compensation_action, x.parent_step,
-           x.branch_name, x.step_definition, x.started_at, $12, $12
-    FROM w, jsonb_to_recordset($17::jsonb) AS x(
+           'pending', x.max_retries, x.timeout_seconds, x.compensation_action, x.parent_step,
+           x.branch_name, x.step_definition, w.started_at, w.started_at
+    FROM w, jsonb_to_recordset($2::jsonb) AS x(
         step_name text, step_type text, step_order int, service_name text,
-        service_endpoint text, status text, max_retries int, timeout_seconds int,
-        compensation_action jsonb, parent_step text, branch_name text, step_definition jsonb,
-        started_at timestamptz)
+        service_endpoint text, max_retries int, timeout_seconds int,
+        compensation_action jsonb, parent_step text, branch_name text, step_definition jsonb)
     RETURNING 1
 ), e AS (
     INSERT INTO workflow_events (workflow_id, step_name, event, details, actor, occurred_at)
     SELECT w.id, x.step_name, x.event, x.details, x.actor, x.occurred_at
-    FROM w, jsonb_to_recordset($18::jsonb) AS x(
+    FROM w, jsonb_to_recordset($3::jsonb) AS x(
         step_name text, event text, details jsonb, actor text, occurred_at timestamptz)
     RETURNING 1
 )
@@ -55,7 +66,12 @@ SELECT id FROM w
 SELECT id, current_status, correlation_id, workflow_definition FROM distributed_workflows
 WHERE correlation_id = $1
 
+-- name: workflow_exists
+SELECT 1 FROM distributed_workflows WHERE id = $1
+
 -- name: claim_workflows
+-- Due, runnable workflows whose lease is free or expired: leased to $2 for $4 seconds
+-- (pending → running), each with its steps and the operator actions queued for it.
 WITH due AS (
     SELECT id FROM distributed_workflows
     WHERE current_status IN ('pending', 'running', 'retrying', 'compensating')
@@ -79,65 +95,182 @@ WITH due AS (
     SELECT id, NULL, 'claimed', jsonb_build_object('daemon', $2::text), $5, $1 FROM claimed
     RETURNING 1
 )
-SELECT c.*, (SELECT coalesce(jsonb_agg(to_jsonb(s)), '[]'::jsonb)
-             FROM workflow_steps s WHERE s.workflow_id = c.id) AS steps
+SELECT c.*,
+       (SELECT coalesce(jsonb_agg(to_jsonb(s)), '[]'::jsonb)
+        FROM workflow_steps s WHERE s.workflow_id = c.id) AS steps,
+       (SELECT coalesce(jsonb_agg(to_jsonb(k) ORDER BY k.id), '[]'::jsonb)
+        FROM workflow_commands k WHERE k.workflow_id = c.id AND k.state = 'pending') AS commands
 FROM claimed c
 
+-- name: lock_workflow_whole
+-- A workflow to change under an operator's hand: its row locked, its steps and the
+-- operator actions still queued for it.
+SELECT w.*,
+       (SELECT coalesce(jsonb_agg(to_jsonb(s)), '[]'::jsonb)
+        FROM workflow_steps s WHERE s.workflow_id = w.id) AS steps,
+       (SELECT coalesce(jsonb_agg(to_jsonb(k) ORDER BY k.id), '[]'::jsonb)
+        FROM workflow_commands k WHERE k.workflow_id = w.id AND k.state = 'pending') AS commands
+FROM distributed_workflows w WHERE w.id = $1
+FOR UPDATE OF w
+
 -- name: commit_progress
--- Everything a drive changed, in one statement: the workflow row (guarded by the lease
--- and the revision read), the changed steps, new timeline events, raised alerts, and
--- the workflow's open alerts resolved when it got compensated.
-WITH w AS (
-    UPDATE distributed_workflows SET
-        current_status = $3, phase = $4, current_step = $5, context_data = $6,
-        compensation_stack = $7, error_details = $8, completed_at = $9, next_run_at = $10,
-        lease_owner = $11, lease_until = $12, updated_at = $13, revision = revision + 1
-    WHERE id = $1 AND revision = $2 AND lease_owner = $14
-    RETURNING id, revision
+-- A drive's or an operator's changes in one statement: the workflow row ($1, JSON),
+-- guarded by the revision read ($2) and the lease ($4: the holder; NULL: nobody may
+-- hold a live lease), the changed steps ($5), timeline events ($6), alerts raised ($7),
+-- queued operator actions settled ($8: pending → applied | refused), audit rows ($11),
+-- and the workflow's open alerts resolved once it completed or got compensated. A
+-- commit that got the workflow further ($9) resets its crash count. Returns the new
+-- revision, or NULL when the guard failed and nothing was written.
+WITH input AS (
+    SELECT * FROM jsonb_populate_record(NULL::distributed_workflows, $1::jsonb)
+), w AS (
+    UPDATE distributed_workflows d SET
+        current_status = i.current_status, phase = i.phase, current_step = i.current_step,
+        context_data = i.context_data, error_details = i.error_details,
+        completed_at = i.completed_at, next_run_at = i.next_run_at,
+        paused_from = i.paused_from, compensation_request = i.compensation_request,
+        lease_owner = i.lease_owner, lease_until = i.lease_until, commit_id = i.commit_id,
+        drive_crashes = CASE WHEN $9::boolean THEN 0 ELSE d.drive_crashes END,
+        updated_at = $3, revision = d.revision + 1
+    FROM input i
+    WHERE d.id = i.id AND d.revision = $2
+      AND (d.lease_owner = $4::text
+           OR ($4::text IS NULL AND (d.lease_owner IS NULL OR d.lease_until < $3)))
+    RETURNING d.id, d.revision, d.current_status
 ), s AS (
     UPDATE workflow_steps ws SET
-        status = x.status, retry_count = x.retry_count, input_data = x.input_data,
-        output_data = x.output_data, error_message = x.error_message,
-        started_at = x.started_at, completed_at = x.completed_at,
-        next_attempt_at = x.next_attempt_at, completion_seq = x.completion_seq,
+        status = x.status, retry_count = x.retry_count, max_retries = x.max_retries,
+        generation = x.generation, outcome_unknown = x.outcome_unknown,
+        input_data = x.input_data, output_data = x.output_data,
+        error_message = x.error_message, started_at = x.started_at,
+        completed_at = x.completed_at, next_attempt_at = x.next_attempt_at,
+        attempt_deadline = x.attempt_deadline, completion_seq = x.completion_seq,
         idempotency_key = x.idempotency_key, compensation_status = x.compensation_status,
         compensation_attempts = x.compensation_attempts,
         compensation_error = x.compensation_error,
         compensation_next_attempt_at = x.compensation_next_attempt_at,
-        compensated_at = x.compensated_at, updated_at = $13
-    FROM jsonb_to_recordset($15::jsonb) AS x(
-        step_name text, status text, retry_count int, input_data jsonb, output_data jsonb,
-        error_message text, started_at timestamptz, completed_at timestamptz,
-        next_attempt_at timestamptz, completion_seq int, idempotency_key text,
+        compensated_at = x.compensated_at, updated_at = $3
+    FROM w, jsonb_to_recordset($5::jsonb) AS x(
+        step_name text, status text, retry_count int, max_retries int, generation int,
+        outcome_unknown boolean, input_data jsonb, output_data jsonb, error_message text,
+        started_at timestamptz, completed_at timestamptz, next_attempt_at timestamptz,
+        attempt_deadline timestamptz, completion_seq int, idempotency_key text,
         compensation_status text, compensation_attempts int, compensation_error text,
         compensation_next_attempt_at timestamptz, compensated_at timestamptz)
-    WHERE ws.workflow_id = $1 AND ws.step_name = x.step_name AND EXISTS (SELECT 1 FROM w)
+    WHERE ws.workflow_id = w.id AND ws.step_name = x.step_name
     RETURNING 1
 ), e AS (
     INSERT INTO workflow_events (workflow_id, step_name, event, details, actor, occurred_at)
-    SELECT $1, x.step_name, x.event, x.details, x.actor, x.occurred_at
-    FROM jsonb_to_recordset($16::jsonb) AS x(
+    SELECT w.id, x.step_name, x.event, x.details, x.actor, x.occurred_at
+    FROM w, jsonb_to_recordset($6::jsonb) AS x(
         step_name text, event text, details jsonb, actor text, occurred_at timestamptz)
-    WHERE EXISTS (SELECT 1 FROM w)
     RETURNING 1
 ), a AS (
     INSERT INTO alerts (kind, severity, subject_kind, subject_id, title, details, raised_at)
-    SELECT x.kind, x.severity, 'workflow', $1::text, x.title, x.details, $13
-    FROM jsonb_to_recordset($17::jsonb) AS x(kind text, severity text, title text, details jsonb)
-    WHERE EXISTS (SELECT 1 FROM w)
+    SELECT x.kind, x.severity, 'workflow', w.id::text, x.title, x.details, $3
+    FROM w, jsonb_to_recordset($7::jsonb) AS x(kind text, severity text, title text, details jsonb)
+    RETURNING 1
+), c AS (
+    UPDATE workflow_commands k SET state = x.state, outcome = x.outcome, settled_at = $3,
+        settled_by = $10
+    FROM w, jsonb_to_recordset($8::jsonb) AS x(id bigint, state text, outcome text)
+    WHERE k.id = x.id AND k.workflow_id = w.id AND k.state = 'pending'
+    RETURNING 1
+), au AS (
+    INSERT INTO audit_log (actor, action, target_kind, target_id, reason, details, occurred_at)
+    SELECT x.actor, x.action, 'workflow', w.id::text, x.reason, x.details, x.occurred_at
+    FROM w, jsonb_to_recordset($11::jsonb) AS x(
+        actor text, action text, reason text, details jsonb, occurred_at timestamptz)
     RETURNING 1
 ), r AS (
-    UPDATE alerts SET resolved_at = $13, resolved_by = $18
-    WHERE $3 IN ('compensated', 'completed') AND subject_kind = 'workflow'
-      AND subject_id = $1::text AND resolved_at IS NULL AND EXISTS (SELECT 1 FROM w)
+    UPDATE alerts SET resolved_at = $3, resolved_by = $10
+    FROM w
+    WHERE w.current_status IN ('compensated', 'completed') AND alerts.subject_kind = 'workflow'
+      AND alerts.subject_id = w.id::text AND alerts.resolved_at IS NULL
     RETURNING 1
 )
 SELECT (SELECT revision FROM w) AS revision
 
--- name: workflow_control_fields
-SELECT current_status, phase, paused_from, compensation_request, completed_at, next_run_at,
-       revision, lease_owner, lease_until
-FROM distributed_workflows WHERE id = $1
+-- name: commit_landed
+-- After a commit whose answer was lost with the connection: did it land?
+SELECT revision, commit_id, lease_owner FROM distributed_workflows WHERE id = $1
+
+-- name: workflow_guard
+-- Why a commit's guard failed: who holds the workflow now, at which revision, and the
+-- operator actions queued for it meanwhile.
+SELECT w.lease_owner, w.lease_until, w.revision,
+       (SELECT coalesce(jsonb_agg(to_jsonb(k) ORDER BY k.id), '[]'::jsonb)
+        FROM workflow_commands k WHERE k.workflow_id = w.id AND k.state = 'pending') AS commands
+FROM distributed_workflows w WHERE w.id = $1
+
+-- name: queue_command
+-- An operator's action on a workflow a daemon holds, for that daemon to apply at its
+-- next commit; the revision moves so that commit's guard sends it to read the queue.
+WITH k AS (
+    INSERT INTO workflow_commands (workflow_id, action, params, actor, reason, requested_at)
+    VALUES ($1, $2, $3, $4, $5, $6)
+    RETURNING id
+), w AS (
+    UPDATE distributed_workflows SET revision = revision + 1,
+        next_run_at = LEAST(coalesce(next_run_at, $6), $6)
+    WHERE id = $1
+    RETURNING 1
+)
+SELECT id FROM k
+
+-- name: insert_events
+INSERT INTO workflow_events (workflow_id, step_name, event, details, actor, occurred_at)
+SELECT $1, x.step_name, x.event, x.details, x.actor, x.occurred_at
+FROM jsonb_to_recordset($2::jsonb) AS x(
+    step_name text, event text, details jsonb, actor text, occurred_at timestamptz)
+
+-- name: command_state
+SELECT state, outcome, settled_at, settled_by FROM workflow_commands WHERE id = $1
+
+-- name: note_drive_crash
+-- A drive ended in an unexpected error ($4): count it and give the lease back (due again
+-- after a pause that doubles each time, $6 seconds at first). At $5 crashes in a row the
+-- workflow is parked for a person with an alert: running → failed, or
+-- compensating → compensation_failed. Returns the crash count and the status.
+WITH w AS (
+    UPDATE distributed_workflows d SET
+        drive_crashes = d.drive_crashes + 1,
+        lease_owner = NULL, lease_until = NULL,
+        next_run_at = $3::timestamptz + make_interval(secs => $6 * power(2, LEAST(d.drive_crashes, 6))),
+        current_status = CASE
+            WHEN d.drive_crashes + 1 < $5 THEN d.current_status
+            WHEN d.phase = 'compensate' THEN 'compensation_failed'
+            ELSE 'failed' END,
+        completed_at = CASE WHEN d.drive_crashes + 1 < $5 THEN d.completed_at ELSE $3::timestamptz END,
+        error_details = CASE WHEN d.drive_crashes + 1 < $5 THEN d.error_details
+            ELSE jsonb_build_object('step_name', NULL, 'error_message', $4::text,
+                                    'retry_count', d.drive_crashes + 1, 'phase', d.phase) END,
+        revision = d.revision + 1, updated_at = $3::timestamptz
+    WHERE d.id = $1 AND (d.lease_owner = $2::text OR $2::text IS NULL)
+    RETURNING d.id, d.drive_crashes, d.current_status, d.workflow_name, d.correlation_id,
+              d.drive_crashes >= $5 AS parked
+), e AS (
+    INSERT INTO workflow_events (workflow_id, step_name, event, details, actor, occurred_at)
+    SELECT w.id, NULL, 'drive_crashed',
+           jsonb_build_object('error', $4::text, 'crashes', w.drive_crashes), $7, $3
+    FROM w
+    UNION ALL
+    SELECT w.id, NULL, 'workflow_parked',
+           jsonb_build_object('reason', $4::text, 'crashes', w.drive_crashes,
+                              'needs', 'manual intervention'), $7, $3
+    FROM w WHERE w.parked
+    RETURNING 1
+), a AS (
+    INSERT INTO alerts (kind, severity, subject_kind, subject_id, title, details, raised_at)
+    SELECT 'workflow_parked', 'critical', 'workflow', w.id::text,
+           'workflow ' || w.workflow_name || ' ' || w.correlation_id || ' parked after '
+               || w.drive_crashes || ' crashed drives; needs manual intervention',
+           jsonb_build_object('workflow_id', w.id, 'error', $4::text, 'crashes', w.drive_crashes),
+           $3
+    FROM w WHERE w.parked
+    RETURNING 1
+)
+SELECT drive_crashes, current_status, parked FROM w
 
 -- name: extend_leases
 UPDATE distributed_workflows SET lease_until = $3
@@ -151,33 +284,14 @@ WHERE lease_owner = $1
 -- name: workflow_row
 SELECT * FROM distributed_workflows WHERE id = $1
 
--- name: lock_workflow
-SELECT * FROM distributed_workflows WHERE id = $1 FOR UPDATE
-
 -- name: steps_of
 SELECT * FROM workflow_steps WHERE workflow_id = $1 ORDER BY step_order, created_at, step_name
 
 -- name: timeline_of
 SELECT * FROM workflow_events WHERE workflow_id = $1 ORDER BY id
 
--- name: operator_update_workflow
-UPDATE distributed_workflows SET
-    current_status = $2, phase = $3, paused_from = $4, compensation_request = $5,
-    completed_at = $6, next_run_at = $7, error_details = $8, current_step = $9,
-    context_data = $10, updated_at = $11, revision = revision + 1
-WHERE id = $1
-RETURNING *
-
--- name: operator_update_step
-UPDATE workflow_steps SET status = $3, retry_count = $4, output_data = $5, error_message = $6,
-    next_attempt_at = $7, compensation_status = $8, compensation_attempts = $9,
-    compensation_error = $10, compensation_next_attempt_at = $11, compensated_at = $12,
-    completed_at = $13, completion_seq = $14, updated_at = $15
-WHERE workflow_id = $1 AND step_name = $2
-
--- name: insert_event
-INSERT INTO workflow_events (workflow_id, step_name, event, details, actor, occurred_at)
-VALUES ($1, $2, $3, $4, $5, $6)
+-- name: pending_commands_of
+SELECT * FROM workflow_commands WHERE workflow_id = $1 AND state = 'pending' ORDER BY id
 
 -- name: list_workflows
 SELECT id, workflow_name, workflow_version, correlation_id, wedding_id, initiating_service,
@@ -190,6 +304,7 @@ WHERE ($1::text[] IS NULL OR current_status = ANY($1))
   AND ($4::text IS NULL OR correlation_id = $4)
   AND ($5::timestamptz IS NULL OR started_at >= $5)
   AND ($6::timestamptz IS NULL OR started_at < $6)
+  AND ($9::uuid[] IS NULL OR id = ANY($9))
 ORDER BY started_at DESC, id
 LIMIT $7 OFFSET $8
 
@@ -201,6 +316,7 @@ WHERE ($1::text[] IS NULL OR current_status = ANY($1))
   AND ($4::text IS NULL OR correlation_id = $4)
   AND ($5::timestamptz IS NULL OR started_at >= $5)
   AND ($6::timestamptz IS NULL OR started_at < $6)
+  AND ($7::uuid[] IS NULL OR id = ANY($7))
 
 -- name: status_summary
 SELECT current_status, count(*) AS n FROM distributed_workflows GROUP BY current_status

@@ -1,16 +1,15 @@
-"""SagaRunner: claims workflows under a lease and drives them to their next wait or end.
+"""SagaRunner: claims workflows under a lease and drives each with a :class:`Drive`.
 
-A drive holds the workflow's lease and loops: ask the planner what to do, do it, and
-commit. Results are committed together with the start of what follows, in one
-statement, so a happy-path step costs one commit. A call is never made before
-the outcome of the previous one is durable; a crash between a call and its commit
-means the call is made again, with the same idempotency key, by whoever claims the
-workflow once the lease has expired.
+The runner owns the claim loop, the leases it holds (renewed a third of the way
+through) and the announcements that tell consoles what moved. Its side tasks run
+supervised: one that dies is logged and restarted, never left dead while the runner
+goes on driving without renewing leases.
 
-Operators change workflows while a daemon drives them (pause, cancel, compensate).
-Their change bumps the revision; the driver's next commit then fails its revision
-guard, so the driver reads the operator's fields, re-plans with them and commits its
-step outcomes on top.
+Every drive ends in a recorded outcome. A drive that raises something unexpected is
+counted against its workflow (``drive_crashes``), its lease is given back and the
+workflow is tried again after a pause; after :data:`MAX_DRIVE_CRASHES` in a row the
+workflow is parked for a person with an alert. A workflow whose stored definition no
+longer loads is parked at once; it never stops the claim loop for the others.
 """
 
 from __future__ import annotations
@@ -18,23 +17,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+import time
 from datetime import datetime, timedelta
-from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from uuid import UUID
 
-import asyncpg
-
-from orchcore.db import Queries
-from orchcore.saga import planner
-from orchcore.saga.execution import Outcome, call_compensation, call_forward, idempotency_key
-from orchcore.saga.models import RUNNABLE_STATUSES, TERMINAL_STATUSES, Branch
-from orchcore.saga.paths import PathError, apply_output
-from orchcore.saga.state import AlertDraft, StepState, WorkflowState
-
-if TYPE_CHECKING:
-    from orchcore.facade import Orch
+from orchcore.callpath import ServiceCaller
+from orchcore.clock import Clock
+from orchcore.db import Database, Queries
+from orchcore.db.failures import UNREACHABLE, is_transient
+from orchcore.saga.drive import Drive, LeaseLost
+from orchcore.saga.persistence import loaded
+from orchcore.saga.state import Command, WorkflowState
+from orchcore.storable import storable_text
+from orchcore.supervision import TaskSupervisor
 
 Q = Queries("orchcore.saga")
 log = logging.getLogger("orch.saga")
@@ -43,48 +39,46 @@ log = logging.getLogger("orch.saga")
 PROGRESS_ANNOUNCE_SECONDS = 0.5
 #: Beyond this many workflows an announcement names none ("many changed").
 _ANNOUNCE_IDS_AT_MOST = 50
-
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
-
-
-#: A completed workflow is the everyday case: at hundreds a second, a line each would
-#: drown the log (and cost a few per cent of a daemon's CPU); the console and the API
-#: answer for it. What went wrong is logged; what needs a person is a warning.
-_END_LOG_LEVELS = {"completed": logging.DEBUG, "compensation_failed": logging.WARNING}
+#: Unexpected errors in a row after which a workflow waits for a person.
+MAX_DRIVE_CRASHES = 3
+#: The pause before a crashed workflow is tried again (doubling with each crash).
+CRASH_BACKOFF_SECONDS = 1.0
 
 
-class LeaseLost(Exception):
-    """Another daemon owns the workflow now (ours expired): stop driving it."""
+class SagaEngine(Protocol):
+    """What the runner needs of the engine (the facade provides it)."""
 
+    db: Database
 
-class StopDrive(Exception):
-    """An operator's change means this drive has nothing more to do now."""
+    @property
+    def clock(self) -> Clock: ...
 
-
-def planner_runnable() -> frozenset[str]:
-    return RUNNABLE_STATUSES
+    async def caller(self) -> ServiceCaller: ...
 
 
 class SagaRunner:
     def __init__(
         self,
-        orch: Orch,
+        engine: SagaEngine,
         *,
         owner: str,
         actor: str,
         max_in_flight: int = 64,
         lease_seconds: float = 30.0,
         poll_seconds: float = 1.0,
+        max_drive_crashes: int = MAX_DRIVE_CRASHES,
     ) -> None:
-        self._orch = orch
-        self._db = orch.db
-        self._clock = orch.clock
+        self._engine = engine
+        self.db = engine.db
+        self._clock = engine.clock
         self.owner = owner
         self.actor = actor
         self.max_in_flight = max_in_flight
         self.lease_seconds = lease_seconds
+        self.max_drive_crashes = max_drive_crashes
         self._poll = poll_seconds
         self._driving: dict[UUID, asyncio.Task[None]] = {}
+        self._lease_until: dict[UUID, datetime] = {}
         self._wake = asyncio.Event()
         self._stopping = False
         self._next_due: datetime | None = None
@@ -94,7 +88,16 @@ class SagaRunner:
         self._claim_wanted = True
         self._last_claim: datetime | None = None
         self._progressed: set[UUID] = set()
+        self._trouble_since: float | None = None
+        self.supervisor = TaskSupervisor(logger="orch.saga")
         self.completed_drives = 0
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    async def caller(self) -> ServiceCaller:
+        return await self._engine.caller()
 
     # -- the claim loop --------------------------------------------------------------
 
@@ -104,10 +107,8 @@ class SagaRunner:
             self._wake.set()
 
     async def run_forever(self) -> None:
-        helpers = [
-            asyncio.create_task(self._keep_leases(), name="saga-leases"),
-            asyncio.create_task(self._announce_progress(), name="saga-progress"),
-        ]
+        self.supervisor.start("saga-leases", self._keep_leases)
+        self.supervisor.start("saga-progress", self._announce_progress)
         try:
             while not self._stopping:
                 claimed = await self._claim_some()
@@ -115,11 +116,7 @@ class SagaRunner:
                     continue
                 await self._idle()
         finally:
-            for helper in helpers:
-                helper.cancel()
-            for helper in helpers:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await helper
+            await self.supervisor.stop()
             await self._announce_now()  # what the last drives did
 
     async def _claim_some(self) -> int:
@@ -135,18 +132,29 @@ class SagaRunner:
         self._claim_wanted = False
         self._last_claim = now
         try:
-            rows = await self._db.fetch(
+            rows = await self.db.fetch(
                 Q.claim_workflows, now, self.owner, free, self.lease_seconds, self.actor
             )
-        except _DB_ERRORS as exc:
-            log.warning("claiming workflows failed: %s", exc)
+        except UNREACHABLE as exc:
+            self.note_database_trouble(exc)
             self._claim_wanted = True
             return 0
+        self.note_database_trouble(None)
         for row in rows:
-            self.adopt(WorkflowState.from_row(row, list(row["steps"])))
+            await self._adopt_row(row, now)
         if len(rows) >= free:
             self._claim_wanted = True  # there may be more waiting
         return len(rows)
+
+    async def _adopt_row(self, row: Any, now: datetime) -> None:
+        try:
+            state, commands = loaded(row)
+        except Exception as exc:  # a definition that no longer validates, a bad row
+            log.warning("workflow %s cannot be loaded; parking it: %s", row["id"], exc)
+            await self._note_crash(row["id"], f"cannot be loaded: {exc}", parking=True)
+            return
+        self._lease_until[state.id] = now + timedelta(seconds=self.lease_seconds)
+        self.adopt(state, commands)
 
     async def _idle(self) -> None:
         wait = self._poll
@@ -164,17 +172,52 @@ class SagaRunner:
             sleeper.cancel()
             waker.cancel()
 
-    def adopt(self, state: WorkflowState) -> None:
+    def has_room(self) -> bool:
+        return len(self._driving) < self.max_in_flight
+
+    def adopt(self, state: WorkflowState, commands: list[Command] | None = None) -> None:
         """Drive a workflow this runner holds the lease of."""
-        task = asyncio.create_task(self._drive_guarded(state), name=f"saga-{state.id}")
+        if state.lease_until is not None:
+            self._lease_until.setdefault(state.id, state.lease_until)
+        task = asyncio.create_task(self._drive_guarded(state, commands), name=f"saga-{state.id}")
         self._driving[state.id] = task
         self.note_progress(state.id)
 
-    # -- telling watchers --------------------------------------------------------------
+    # -- what drives tell the runner ---------------------------------------------------
 
     def note_progress(self, workflow_id: UUID) -> None:
         """A driven workflow changed; watchers hear of it with the next announcement."""
         self._progressed.add(workflow_id)
+
+    def note_due(self, when: datetime) -> None:
+        if self._next_due is None or when < self._next_due:
+            self._next_due = when
+
+    def lease_expiry(self, workflow_id: UUID) -> datetime | None:
+        return self._lease_until.get(workflow_id)
+
+    def note_lease(self, workflow_id: UUID, until: datetime | None) -> None:
+        if until is None:
+            self._lease_until.pop(workflow_id, None)
+        else:
+            self._lease_until[workflow_id] = until
+
+    def note_database_trouble(self, exc: BaseException | None) -> None:
+        """Log once when the database becomes unreachable, and once when it is back."""
+        if exc is not None and self._trouble_since is None:
+            self._trouble_since = time.monotonic()
+            log.warning(
+                "database unreachable (%s); workflows resume when it is back",
+                str(exc) or type(exc).__name__,
+            )
+        elif exc is None and self._trouble_since is not None:
+            log.warning(
+                "database reachable again after %.1fs; workflows resume",
+                time.monotonic() - self._trouble_since,
+            )
+            self._trouble_since = None
+
+    # -- telling watchers --------------------------------------------------------------
 
     async def _announce_progress(self) -> None:
         # Real time, not the engine's clock: this paces a display, not the platform.
@@ -189,8 +232,8 @@ class SagaRunner:
         moved, self._progressed = self._progressed, set()
         ids = list(moved) if len(moved) <= _ANNOUNCE_IDS_AT_MOST else None
         try:
-            await self._db.execute(Q.announce_workflows, "progress", ids, len(moved), self.owner)
-        except _DB_ERRORS as exc:
+            await self.db.execute(Q.announce_workflows, "progress", ids, len(moved), self.owner)
+        except UNREACHABLE as exc:
             log.debug("announcing workflow progress failed: %s", exc)
             self._progressed |= moved
 
@@ -209,638 +252,80 @@ class SagaRunner:
         for task in list(self._driving.values()):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        with contextlib.suppress(*_DB_ERRORS):
-            await self._db.execute(Q.release_leases, self.owner, self._clock.now())
+        with contextlib.suppress(*UNREACHABLE):
+            await self.db.execute(Q.release_leases, self.owner, self._clock.now())
 
     async def _keep_leases(self) -> None:
         while True:
             await self._clock.sleep(self.lease_seconds / 3)
-            if not self._driving:
-                continue
-            until = self._clock.now() + timedelta(seconds=self.lease_seconds)
-            with contextlib.suppress(*_DB_ERRORS):
-                await self._db.execute(Q.extend_leases, self.owner, list(self._driving), until)
+            await self.renew_leases()
 
-    async def _drive_guarded(self, state: WorkflowState) -> None:
+    async def renew_leases(self) -> None:
+        """Extend the lease of every workflow being driven here."""
+        if not self._driving:
+            return
+        until = self._clock.now() + timedelta(seconds=self.lease_seconds)
+        driving = list(self._driving)
         try:
-            await Drive(self, state).run()
+            await self.db.execute(Q.extend_leases, self.owner, driving, until)
+        except UNREACHABLE as exc:
+            self.note_database_trouble(exc)
+            return
+        for workflow_id in driving:
+            if workflow_id in self._lease_until:
+                self._lease_until[workflow_id] = until
+
+    # -- driving -----------------------------------------------------------------------
+
+    async def _drive_guarded(self, state: WorkflowState, commands: list[Command] | None) -> None:
+        try:
+            await Drive(self, state, commands).run()
         except LeaseLost:
             log.warning("lost the lease of workflow %s; another daemon drives it", state.id)
         except asyncio.CancelledError:
             raise
-        except _DB_ERRORS as exc:
-            log.warning("workflow %s: database error, the lease will expire: %s", state.id, exc)
-        except Exception:
-            log.exception("workflow %s: drive failed; the lease will expire", state.id)
+        except Exception as exc:
+            if is_transient(exc):
+                log.warning(
+                    "workflow %s: the database stayed unreachable; its lease will expire: %s",
+                    state.id,
+                    exc,
+                )
+            else:
+                log.exception("workflow %s: drive crashed", state.id)
+                await self._note_crash(state.id, f"{type(exc).__name__}: {exc}")
         finally:
             self._driving.pop(state.id, None)
+            self._lease_until.pop(state.id, None)
             self.completed_drives += 1
             self._wake.set()
 
-    def note_due(self, when: datetime) -> None:
-        if self._next_due is None or when < self._next_due:
-            self._next_due = when
-
-
-class Drive:
-    """One daemon driving one workflow until it waits, stops or ends."""
-
-    def __init__(self, runner: SagaRunner, state: WorkflowState) -> None:
-        self.runner = runner
-        self.state = state
-        self.clock = runner._clock
-        self.actor = runner.actor
-        self._commit_lock = asyncio.Lock()
-        self._needs_commit = False
-
-    async def run(self) -> None:
-        with contextlib.suppress(StopDrive):  # an operator's change ended the drive
-            await self._loop()
-        self._log_end()
-
-    def _log_end(self) -> None:
-        """One line when a workflow ends (or parks for a person)."""
-        state = self.state
-        if state.status not in TERMINAL_STATUSES:
-            return
-        log.log(
-            _END_LOG_LEVELS.get(state.status, logging.INFO),
-            "workflow %s %s",
-            state.name,
-            state.status.replace("_", " "),
-            extra={
-                "workflow_id": str(state.id),
-                "workflow": state.name,
-                "correlation_id": state.correlation_id,
-                "status": state.status,
-                "error": (state.error_details or {}).get("error_message"),
-            },
-        )
-
-    async def _loop(self) -> None:
-        caller = await self.runner._orch.caller()
-        state = self.state
-        while True:
-            now = self.clock.now()
-            action = planner.plan(state, now)
-            match action:
-                case planner.Stop():
-                    await self.commit(release=True)
-                    return
-                case planner.Wait(until=until):
-                    state.next_run_at = until
-                    await self.commit(release=True)
-                    self.runner.note_due(until)
-                    return
-                case planner.Complete():
-                    self._complete(now)
-                    await self.commit(release=True)
-                    return
-                case planner.FinishCompensation():
-                    self._finish_compensation(now)
-                    await self.commit(release=True)
-                    return
-                case planner.BeginCompensation(reason=reason):
-                    self._begin_compensation(reason, now)
-                case planner.Decide(step=step):
-                    self._decide(step, now)
-                case planner.StartDelay(step=step):
-                    self._start_delay(step, now)
-                case planner.FinishDelay(step=step):
-                    self._finish_delay(step, now)
-                case planner.RunStep(step=step):
-                    if await self._before_call(partial(self._mark_started, step, now)):
-                        outcome = await call_forward(caller, self.clock, state, step)
-                        self._apply_forward(step, outcome, self.clock.now())
-                case planner.Compensate(step=step):
-                    if await self._before_call(partial(self._mark_compensating, step, now)):
-                        outcome = await call_compensation(caller, self.clock, state, step)
-                        self._apply_compensation(step, outcome, self.clock.now())
-                case planner.RunParallel(step=step):
-                    await self._run_parallel(step, caller)
-
-    # -- committing ------------------------------------------------------------------------
-
-    async def _before_call(self, mark: Callable[[], None]) -> bool:
-        """Make earlier outcomes durable before calling; the start itself rides along.
-
-        False when an operator's change, found while committing, means the planned call
-        is no longer what the workflow should do (the caller plans again)."""
-        phase = self.state.phase
-        mark()
-        if self._needs_commit:
-            await self.commit(release=False)
-        return self.state.phase == phase
-
-    async def commit(self, *, release: bool) -> None:
-        """Write what changed. Raises StopDrive when an operator's change ended the drive."""
-        async with self._commit_lock:
-            stop_after = False
-            for _ in range(5):
-                if await self._try_commit(release):
-                    self._needs_commit = False
-                    if stop_after:
-                        raise StopDrive()
-                    return
-                await self._merge_operator_change()
-                if self.state.status not in planner_runnable():
-                    release, stop_after = True, True
-            raise LeaseLost()
-
-    async def _try_commit(self, release: bool) -> bool:
-        state = self.state
-        now = self.clock.now()
-        if not release:
-            state.next_run_at = now  # if this daemon dies, due as soon as the lease expires
-        lease_owner = None if release else self.runner.owner
-        lease_until = None if release else now + timedelta(seconds=self.runner.lease_seconds)
-        # Take what is to be written before awaiting: parallel branches keep changing
-        # the state meanwhile, and what they change must go into the next commit.
-        steps, events, alerts = state.take_changes()
+    async def _note_crash(self, workflow_id: UUID, error: str, *, parking: bool = False) -> None:
+        """Count a crashed drive against the workflow, give its lease back, park it at
+        the limit (at once when ``parking``)."""
+        threshold = 1 if parking else self.max_drive_crashes
         try:
-            revision = await self.runner._db.fetchval(
-                Q.commit_progress,
-                state.id,
-                state.revision,
-                state.status,
-                state.phase,
-                state.current_step,
-                state.context,
-                state.compensation_stack,
-                state.error_details,
-                state.completed_at,
-                state.next_run_at,
-                lease_owner,
-                lease_until,
-                now,
-                self.runner.owner,
-                [s.as_record() for s in steps],
-                [e.as_record() for e in events],
-                [
-                    {"kind": a.kind, "severity": a.severity, "title": a.title, "details": a.details}
-                    for a in alerts
-                ],
+            row = await self.db.fetchrow(
+                Q.note_drive_crash,
+                workflow_id,
+                self.owner,
+                self._clock.now(),
+                storable_text(error)[:1000],
+                threshold,
+                CRASH_BACKOFF_SECONDS,
                 self.actor,
             )
-        except BaseException:
-            state.give_back(steps, events, alerts)
-            raise
-        if revision is None:
-            state.give_back(steps, events, alerts)
-            return False
-        state.revision = revision
-        state.lease_owner = lease_owner
-        self.runner.note_progress(state.id)
-        return True
-
-    async def _merge_operator_change(self) -> None:
-        row = await self.runner._db.fetchrow(Q.workflow_control_fields, self.state.id)
-        if row is None or row["lease_owner"] != self.runner.owner:
-            raise LeaseLost()
-        before = self.state.status
-        self.state.adopt_operator_fields(row)
-        if self.state.phase == "compensate":
-            for step in self.state.steps.values():
-                if step.status in ("pending", "retrying", "waiting", "running"):
-                    step.status = "cancelled"
-                    step.dirty = True
-        log.info(
-            "workflow %s changed by an operator (%s -> %s) while driven",
-            self.state.id,
-            before,
-            self.state.status,
-        )
-
-    # -- forward steps -------------------------------------------------------------------------
-
-    def _mark_started(self, step: StepState, now: datetime) -> None:
-        state = self.state
-        step.status = "running"
-        step.started_at = step.started_at or now
-        step.idempotency_key = idempotency_key(state, step, "forward")
-        step.dirty = True
-        if state.status in ("pending", "retrying"):
-            state.status = "running"
-        state.record(
-            step.name,
-            "attempt_started",
-            self.actor,
-            now,
-            attempt=step.retry_count + 1,
-            service=step.definition.service_name,
-            idempotency_key=step.idempotency_key,
-        )
-
-    def _apply_forward(self, step: StepState, outcome: Outcome, now: datetime) -> None:
-        state = self.state
-        step.dirty = True
-        self._needs_commit = True
-        step.input_data = outcome.request
-        attempt = step.retry_count + 1
-        if outcome.ok:
-            try:
-                apply_output(step.definition.output_mapping, outcome.output, state.context)
-            except PathError as exc:  # checked by the call already; kept for safety
-                outcome = Outcome(
-                    False,
-                    False,
-                    outcome.request,
-                    outcome.output,
-                    outcome.status_code,
-                    f"output_mapping: {exc}",
-                    None,
-                    outcome.instance_id,
-                    outcome.duration_ms,
-                )
-            else:
-                self._complete_step(step, outcome.output, now)
-                state.record(
-                    step.name,
-                    "attempt_succeeded",
-                    self.actor,
-                    now,
-                    attempt=attempt,
-                    status_code=outcome.status_code,
-                    instance=outcome.instance_id,
-                    duration_ms=round(outcome.duration_ms, 1),
-                )
-                return
-        state.record(
-            step.name,
-            "attempt_failed",
-            self.actor,
-            now,
-            attempt=attempt,
-            status_code=outcome.status_code,
-            error=outcome.error,
-            instance=outcome.instance_id,
-            transient=outcome.transient,
-        )
-        step.output_data = outcome.output
-        step.error_message = outcome.error
-        policy = step.definition.retry_policy
-        if outcome.transient and step.retry_count < policy.max_retries:
-            step.retry_count += 1
-            delay = max(policy.delay_seconds(step.retry_count), outcome.retry_after or 0.0)
-            step.status = "retrying"
-            step.next_attempt_at = now + timedelta(seconds=delay)
-            if step.parent is None:
-                state.status = "retrying"
-            state.record(
-                step.name,
-                "retry_scheduled",
-                self.actor,
-                now,
-                at=step.next_attempt_at.isoformat(),
-                delay_seconds=round(delay, 3),
-                retry=step.retry_count,
-                of=policy.max_retries,
-            )
+        except Exception as exc:
+            if is_transient(exc):
+                log.warning("workflow %s: recording its crash failed: %s", workflow_id, exc)
+            else:  # our own statement failing: say so loudly, it leaves the lease to expire
+                log.exception("workflow %s: recording its crash failed", workflow_id)
             return
-        step.status = "failed"
-        step.next_attempt_at = None
-        state.error_details = {
-            "step_name": step.name,
-            "error_message": outcome.error,
-            "retry_count": step.retry_count,
-            "phase": "forward",
-        }
-        state.record(
-            step.name,
-            "step_failed",
-            self.actor,
-            now,
-            error=outcome.error,
-            attempts=attempt,
-            reason="retries exhausted" if outcome.transient else "not retryable",
-        )
-
-    def _complete_step(self, step: StepState, output: Any, now: datetime) -> None:
-        state = self.state
-        step.status = "completed"
-        step.output_data = output
-        step.completed_at = now
-        step.error_message = None
-        step.next_attempt_at = None
-        step.completion_seq = state.next_completion_seq()
-        step.dirty = True
-        if getattr(step.definition, "compensation_action", None) is not None:
-            state.compensation_stack.append(step.name)
-        self._advance()
-
-    def _advance(self) -> None:
-        done = planner.DONE_STEP_STATUSES
-        self.state.current_step = sum(1 for s in self.state.top_level() if s.status in done)
-
-    def _complete(self, now: datetime) -> None:
-        state = self.state
-        state.status = "completed"
-        state.completed_at = now
-        state.next_run_at = None
-        self._advance()
-        state.record(
-            None,
-            "workflow_completed",
-            self.actor,
-            now,
-            duration_ms=round((now - state.started_at).total_seconds() * 1000),
-        )
-        self._needs_commit = True
-
-    # -- decisions and delays ----------------------------------------------------------------
-
-    def _decide(self, step: StepState, now: datetime) -> None:
-        state = self.state
-        conditions = step.definition.conditions  # type: ignore[union-attr]
-        assert conditions is not None
-        holds, target = planner.decision_target(conditions, state.context)
-        later = [s for s in state.top_level() if s.order > step.order]
-        if target == "end":
-            skipped = later
-        elif target is not None:
-            skipped = [s for s in later if s.order < state.steps[target].order]
-        else:
-            skipped = []
-        step.status = "completed"
-        step.started_at = step.started_at or now
-        step.completed_at = now
-        step.output_data = {"condition_holds": holds, "next": target or "next step"}
-        step.completion_seq = state.next_completion_seq()
-        step.dirty = True
-        for other in skipped:
-            other.status = "skipped"
-            other.dirty = True
-        self._advance()
-        self._needs_commit = True
-        state.record(
-            step.name,
-            "decision",
-            self.actor,
-            now,
-            condition_holds=holds,
-            next=target or "next step",
-            skipped=[s.name for s in skipped],
-        )
-
-    def _start_delay(self, step: StepState, now: datetime) -> None:
-        seconds = step.definition.delay_seconds or 0.0  # type: ignore[union-attr]
-        step.status = "waiting"
-        step.started_at = now
-        step.next_attempt_at = now + timedelta(seconds=seconds)
-        step.dirty = True
-        self._needs_commit = True
-        self.state.record(
-            step.name,
-            "delay_started",
-            self.actor,
-            now,
-            until=step.next_attempt_at.isoformat(),
-            seconds=seconds,
-        )
-
-    def _finish_delay(self, step: StepState, now: datetime) -> None:
-        step.status = "completed"
-        step.completed_at = now
-        step.next_attempt_at = None
-        step.completion_seq = self.state.next_completion_seq()
-        step.dirty = True
-        self._advance()
-        self._needs_commit = True
-        self.state.record(step.name, "delay_finished", self.actor, now)
-
-    # -- parallel ----------------------------------------------------------------------------
-
-    async def _run_parallel(self, step: StepState, caller: Any) -> None:
-        state = self.state
-        now = self.clock.now()
-        if step.status != "running":
-            step.status = "running"
-            step.started_at = step.started_at or now
-            step.dirty = True
-            self._needs_commit = True
-            state.record(
-                step.name,
-                "parallel_started",
-                self.actor,
-                now,
-                branches=[b.name for b in _branches(step)],
+        if row is not None and row["parked"]:
+            log.warning(
+                "workflow %s parked after %d crashed drive(s): %s",
+                workflow_id,
+                row["drive_crashes"],
+                error,
+                extra={"workflow_id": str(workflow_id), "status": row["current_status"]},
             )
-        branches = _branches(step)
-        try:
-            async with asyncio.TaskGroup() as group:  # a StopDrive in one branch stops all
-                tasks = [
-                    group.create_task(self._run_branch(step, branch.name, caller))
-                    for branch in branches
-                ]
-        except* StopDrive:
-            raise StopDrive() from None
-        except* LeaseLost:
-            raise LeaseLost() from None
-        results = [task.result() for task in tasks]
-        now = self.clock.now()
-        failed = [b.name for b, ok in zip(branches, results, strict=True) if not ok]
-        step.dirty = True
-        self._needs_commit = True
-        if not failed:
-            step.status = "completed"
-            step.completed_at = now
-            step.completion_seq = state.next_completion_seq()
-            self._advance()
-            state.record(step.name, "parallel_completed", self.actor, now)
-            return
-        step.status = "failed"
-        step.error_message = f"branch {', '.join(failed)} failed"
-        state.error_details = {
-            "step_name": step.name,
-            "error_message": step.error_message,
-            "retry_count": 0,
-            "phase": "forward",
-        }
-        state.record(step.name, "step_failed", self.actor, now, error=step.error_message)
-
-    async def _run_branch(self, parent: StepState, branch: str, caller: Any) -> bool:
-        state = self.state
-        for step in state.branch_steps(parent.name, branch):
-            while step.status not in planner.DONE_STEP_STATUSES:
-                if step.status == "failed":
-                    return False
-                now = self.clock.now()
-                if (
-                    step.status == "retrying"
-                    and step.next_attempt_at
-                    and step.next_attempt_at > now
-                ):
-                    await self.clock.sleep((step.next_attempt_at - now).total_seconds())
-                    continue
-                self._mark_started(step, now)
-                outcome = await call_forward(caller, self.clock, state, step)
-                self._apply_forward(step, outcome, self.clock.now())
-                await self.commit(release=False)
-                if state.status in ("paused", "cancelled") or state.phase == "compensate":
-                    return step.status == "completed"
-        return True
-
-    # -- compensation ---------------------------------------------------------------------------
-
-    def _begin_compensation(self, reason: str, now: datetime) -> None:
-        state = self.state
-        request = state.compensation_request or {}
-        strategy = request.get("strategy") or state.definition.compensation_strategy
-        self._needs_commit = True
-        if strategy == "none":
-            state.status = "failed"
-            state.completed_at = now
-            state.next_run_at = None
-            state.error_details = state.error_details or {
-                "step_name": None,
-                "error_message": reason,
-                "retry_count": 0,
-            }
-            state.record(
-                None,
-                "workflow_failed",
-                self.actor,
-                now,
-                reason=reason,
-                compensation="none (the definition's strategy)",
-            )
-            return
-        state.phase = "compensate"
-        state.status = "compensating"
-        state.compensation_request = {
-            **request,
-            "strategy": strategy,
-            "reason": request.get("reason") or reason,
-        }
-        for step in state.steps.values():
-            if step.status in ("pending", "retrying", "waiting", "running"):
-                step.status = "cancelled"
-                step.next_attempt_at = None
-                step.dirty = True
-        targets = planner.compensation_targets(state)
-        state.record(
-            None,
-            "compensation_started",
-            self.actor,
-            now,
-            reason=reason,
-            strategy=strategy,
-            steps=[s.name for s in targets],
-        )
-
-    def _mark_compensating(self, step: StepState, now: datetime) -> None:
-        step.compensation_status = "running"
-        step.dirty = True
-        self.state.status = "compensating"
-        self.state.record(
-            step.name,
-            "compensation_attempt_started",
-            self.actor,
-            now,
-            attempt=step.compensation_attempts + 1,
-            idempotency_key=idempotency_key(self.state, step, "compensate"),
-        )
-
-    def _apply_compensation(self, step: StepState, outcome: Outcome, now: datetime) -> None:
-        state = self.state
-        step.dirty = True
-        self._needs_commit = True
-        step.compensation_attempts += 1
-        attempt = step.compensation_attempts
-        if outcome.ok:
-            step.compensation_status = "completed"
-            step.compensated_at = now
-            step.compensation_error = None
-            step.compensation_next_attempt_at = None
-            step.status = "compensated"
-            state.record(
-                step.name,
-                "compensation_succeeded",
-                self.actor,
-                now,
-                attempt=attempt,
-                status_code=outcome.status_code,
-            )
-            return
-        action = step.definition.compensation_action
-        assert action is not None
-        policy = action.retry_policy
-        step.compensation_error = outcome.error
-        state.record(
-            step.name,
-            "compensation_attempt_failed",
-            self.actor,
-            now,
-            attempt=attempt,
-            error=outcome.error,
-            status_code=outcome.status_code,
-        )
-        if outcome.transient and attempt <= policy.max_retries:
-            delay = max(policy.delay_seconds(attempt), outcome.retry_after or 0.0)
-            step.compensation_status = "retrying"
-            step.compensation_next_attempt_at = now + timedelta(seconds=delay)
-            state.record(
-                step.name,
-                "compensation_retry_scheduled",
-                self.actor,
-                now,
-                at=step.compensation_next_attempt_at.isoformat(),
-                delay_seconds=round(delay, 3),
-            )
-            return
-        step.compensation_status = "failed"
-        step.compensation_next_attempt_at = None
-        state.status = "compensation_failed"
-        state.next_run_at = None
-        state.error_details = {
-            "step_name": step.name,
-            "error_message": outcome.error,
-            "retry_count": attempt,
-            "phase": "compensate",
-        }
-        state.alerts.append(
-            AlertDraft(
-                kind="compensation_failed",
-                severity="critical",
-                title=f"workflow {state.name} {state.correlation_id}: compensation of "
-                f"{step.name} failed; needs manual intervention",
-                details={
-                    "workflow_id": str(state.id),
-                    "step_name": step.name,
-                    "error": outcome.error,
-                    "attempts": attempt,
-                    "wedding_id": str(state.wedding_id) if state.wedding_id else None,
-                },
-            )
-        )
-        state.record(
-            step.name,
-            "compensation_failed",
-            self.actor,
-            now,
-            error=outcome.error,
-            attempts=attempt,
-            needs="manual intervention",
-        )
-
-    def _finish_compensation(self, now: datetime) -> None:
-        state = self.state
-        state.status = "compensated"
-        state.completed_at = now
-        state.next_run_at = None
-        self._needs_commit = True
-        state.record(
-            None,
-            "workflow_compensated",
-            self.actor,
-            now,
-            compensated=[
-                s.name
-                for s in state.steps.values()
-                if s.compensation_status in ("completed", "manual")
-            ],
-        )
-
-
-def _branches(step: StepState) -> list[Branch]:
-    return getattr(step.definition, "branches", None) or []

@@ -44,6 +44,25 @@ class ErrorDetails(BaseModel):
     phase: str | None = None
 
 
+class PendingAction(BaseModel):
+    """An operator's action queued while a daemon drives the workflow: it applies at
+    that daemon's next commit (when the call in flight ends)."""
+
+    id: int
+    action: str
+    requested_by: str
+    requested_at: datetime
+    reason: str | None = None
+
+
+class InFlightStep(BaseModel):
+    """A step whose attempt is under way on a daemon: queued actions wait for it."""
+
+    step_name: str
+    direction: str  # forward | compensate
+    deadline: datetime | None
+
+
 class WorkflowDetail(BaseModel):
     id: UUID
     workflow_name: str
@@ -64,6 +83,22 @@ class WorkflowDetail(BaseModel):
     lease_until: datetime | None
     compensation_request: dict[str, Any] | None
     error_details: ErrorDetails | None = None
+    #: drives of this workflow that ended in an unexpected error, in a row
+    drive_crashes: int = 0
+    pending_actions: list[PendingAction] = Field(default_factory=list)
+    #: with pending actions: the attempts they wait for (ending by their deadlines)
+    in_flight: list[InFlightStep] = Field(default_factory=list)
+
+
+class StepTiming(BaseModel):
+    """When a step ran forward and when it was undone, as far as is known; an end that
+    is None is still going. ``waits_until``: the retry (of either) it waits for."""
+
+    ran_from: datetime | None = None
+    ran_until: datetime | None = None
+    undo_from: datetime | None = None
+    undo_until: datetime | None = None
+    waits_until: datetime | None = None
 
 
 class StepView(BaseModel):
@@ -82,7 +117,13 @@ class StepView(BaseModel):
     duration_ms: int | None
     retry_count: int
     max_retries: int | None
+    #: the idempotency generation: an operator's retry of a failed step starts a new one
+    generation: int = 1
+    #: an attempt may have reached the service unanswered (the step may have taken effect)
+    outcome_unknown: bool = False
     next_attempt_at: datetime | None
+    #: when the attempt in flight ends at the latest
+    attempt_deadline: datetime | None = None
     error_message: str | None
     idempotency_key: str | None
     compensation_status: str | None
@@ -91,6 +132,7 @@ class StepView(BaseModel):
     compensation_next_attempt_at: datetime | None
     compensated_at: datetime | None
     has_compensation: bool = False
+    timing: StepTiming = Field(default_factory=StepTiming)
 
 
 class TimelineEntry(BaseModel):
@@ -116,8 +158,14 @@ class BatchItem(BaseModel):
 
 
 class BatchResult(BaseModel):
+    """A batch's preview (dry run: what matched) or its results, one per workflow.
+
+    Confirm a preview by sending its ``workflow_ids`` back: the batch then acts on
+    exactly those, never on what the filter happens to match by then."""
+
     action: str
     matched: int
     dry_run: bool
     results: list[BatchItem] = Field(default_factory=list)
     preview: list[WorkflowSummary] = Field(default_factory=list)
+    workflow_ids: list[UUID] = Field(default_factory=list)
