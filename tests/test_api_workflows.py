@@ -118,9 +118,51 @@ async def test_operator_routes(api: tuple[httpx.AsyncClient, dict[str, str]], en
         headers=auth,
     )
     assert preview.json()["matched"] == 1
+    assert preview.json()["workflow_ids"] == [workflow_id]
+    no_filter = await client.post(
+        f"{API}/workflows/batch/cancel", json={"dry_run": True}, headers=auth
+    )
+    assert no_filter.status_code == 422
+    assert "give at least one of status" in no_filter.json()["message"]
+    unconfirmed = await client.post(
+        f"{API}/workflows/batch/cancel",
+        json={"status": ["compensated"], "dry_run": False},
+        headers=auth,
+    )
+    assert unconfirmed.status_code == 422
+    assert unconfirmed.json()["detail"][0]["loc"] == ["workflow_ids"]
+    confirmed = await client.post(
+        f"{API}/workflows/batch/cancel",
+        json={"status": ["compensated"], "dry_run": False, "workflow_ids": [workflow_id]},
+        headers=auth,
+    )
+    assert [r["workflow_id"] for r in confirmed.json()["results"]] == [workflow_id]
     reader, _ = await env.orch.tokens.create(name="r", role="monitoring_system", actor="t")
     refused = await client.post(
         f"{API}/workflows/{workflow_id}/pause", headers={"Authorization": f"Bearer {reader}"}
     )
     assert refused.status_code == 403
     await asyncio.sleep(0)
+
+
+async def test_an_action_queued_behind_a_call_in_flight_is_answered_202(
+    api: tuple[httpx.AsyncClient, dict[str, str]], env: Env
+) -> None:
+    client, auth = api
+    env.services["catering"].delay = 2.0
+    env.orch.workflows.actions.queued_wait_seconds = 0.1
+    workflow_id = await env.start()
+
+    async def catering_in_flight() -> bool:
+        status = await env.orch.workflows.status(workflow_id)
+        return any(s.step_name == "order_catering" and s.status == "running" for s in status.steps)
+
+    await eventually(catering_in_flight)
+    paused = await client.post(
+        f"{API}/workflows/{workflow_id}/pause", json={"reason": "checking"}, headers=auth
+    )
+    assert paused.status_code == 202, paused.text
+    body = paused.json()
+    assert [a["action"] for a in body["pending_actions"]] == ["pause"]
+    assert body["in_flight"][0]["step_name"] == "order_catering"
+    await env.until(workflow_id, "paused")

@@ -28,6 +28,22 @@ from orchcore.saga.views import (
 )
 
 router = APIRouter(prefix="/api/orchestration", tags=["workflows"])
+#: An action on a workflow a daemon drives waits for the call in flight: the answer is
+#: 202 with the action in pending_actions and what it waits for in in_flight.
+QUEUED: dict[int | str, dict[str, Any]] = {
+    status.HTTP_202_ACCEPTED: {
+        "model": WorkflowDetail,
+        "description": "queued behind a call in flight; applies at the daemon's next commit",
+    }
+}
+
+
+def answered(detail: WorkflowDetail, response: Response) -> WorkflowDetail:
+    if detail.pending_actions:
+        response.status_code = status.HTTP_202_ACCEPTED
+    return detail
+
+
 READ = [allowed(Action.READ)]
 WRITE = [allowed(Action.WRITE)]
 
@@ -54,6 +70,12 @@ class BatchRequest(BaseModel):
     started_before: datetime | None = None
     reason: str | None = Field(default=None, max_length=500)
     dry_run: bool = True
+    workflow_ids: list[UUID] | None = Field(
+        default=None,
+        max_length=5000,
+        description="with dry_run false: the workflow_ids the preview returned; the batch "
+        "acts on exactly those that still match the filter",
+    )
     limit: int = Field(default=500, ge=1, le=5000)
 
 
@@ -145,6 +167,7 @@ async def batch(
         wedding_id=request.wedding_id,
         started_after=request.started_after,
         started_before=request.started_before,
+        workflow_ids=request.workflow_ids,
         limit=request.limit,
     )
 
@@ -156,32 +179,56 @@ async def workflow_status(workflow_id: str, orch: Engine) -> GetWorkflowStatusRe
     return await orch.workflows.status(await orch.workflows.find(workflow_id))
 
 
-@router.post("/workflows/{workflow_id}/retry", response_model=WorkflowDetail, dependencies=WRITE)
+@router.post(
+    "/workflows/{workflow_id}/retry",
+    response_model=WorkflowDetail,
+    responses=QUEUED,
+    dependencies=WRITE,
+)
 async def retry(
-    workflow_id: str, request: RetryWorkflowRequest, orch: Engine, caller: Caller
+    workflow_id: str,
+    request: RetryWorkflowRequest,
+    orch: Engine,
+    caller: Caller,
+    response: Response,
 ) -> WorkflowDetail:
-    return await orch.workflows.retry(
+    detail = await orch.workflows.retry(
         await orch.workflows.find(workflow_id), request, actor=caller.actor
     )
+    return answered(detail, response)
 
 
 @router.post(
-    "/workflows/{workflow_id}/compensate", response_model=WorkflowDetail, dependencies=WRITE
+    "/workflows/{workflow_id}/compensate",
+    response_model=WorkflowDetail,
+    responses=QUEUED,
+    dependencies=WRITE,
 )
 async def compensate(
-    workflow_id: str, request: CompensateWorkflowRequest, orch: Engine, caller: Caller
+    workflow_id: str,
+    request: CompensateWorkflowRequest,
+    orch: Engine,
+    caller: Caller,
+    response: Response,
 ) -> WorkflowDetail:
-    return await orch.workflows.compensate(
+    detail = await orch.workflows.compensate(
         await orch.workflows.find(workflow_id), request, actor=caller.actor
     )
+    return answered(detail, response)
 
 
-@router.post("/workflows/{workflow_id}/{verb}", response_model=WorkflowDetail, dependencies=WRITE)
+@router.post(
+    "/workflows/{workflow_id}/{verb}",
+    response_model=WorkflowDetail,
+    responses=QUEUED,
+    dependencies=WRITE,
+)
 async def lifecycle(
     workflow_id: str,
     verb: Literal["pause", "resume", "cancel"],
     orch: Engine,
     caller: Caller,
+    response: Response,
     request: Reason | None = None,
 ) -> WorkflowDetail:
     action = getattr(orch.workflows, verb)
@@ -190,53 +237,74 @@ async def lifecycle(
         actor=caller.actor,
         reason=request.reason if request else None,
     )
-    return detail
+    return answered(detail, response)
 
 
 @router.post(
     "/workflows/{workflow_id}/steps/{step_name}/skip",
     response_model=WorkflowDetail,
+    responses=QUEUED,
     dependencies=WRITE,
 )
 async def skip_step(
-    workflow_id: str, step_name: str, request: SkipStepRequest, orch: Engine, caller: Caller
+    workflow_id: str,
+    step_name: str,
+    request: SkipStepRequest,
+    orch: Engine,
+    caller: Caller,
+    response: Response,
 ) -> WorkflowDetail:
-    return await orch.workflows.skip_step(
+    detail = await orch.workflows.skip_step(
         await orch.workflows.find(workflow_id),
         step_name,
         output=request.output,
         actor=caller.actor,
         reason=request.reason,
     )
+    return answered(detail, response)
 
 
 @router.post(
-    "/workflows/{workflow_id}/compensation/retry", response_model=WorkflowDetail, dependencies=WRITE
+    "/workflows/{workflow_id}/compensation/retry",
+    response_model=WorkflowDetail,
+    responses=QUEUED,
+    dependencies=WRITE,
 )
 async def retry_compensation(
-    workflow_id: str, orch: Engine, caller: Caller, request: Reason | None = None
+    workflow_id: str,
+    orch: Engine,
+    caller: Caller,
+    response: Response,
+    request: Reason | None = None,
 ) -> WorkflowDetail:
-    return await orch.workflows.retry_compensation(
+    detail = await orch.workflows.retry_compensation(
         await orch.workflows.find(workflow_id),
         actor=caller.actor,
         reason=request.reason if request else None,
     )
+    return answered(detail, response)
 
 
 @router.post(
     "/workflows/{workflow_id}/compensation/mark-done",
     response_model=WorkflowDetail,
+    responses=QUEUED,
     dependencies=WRITE,
 )
 async def mark_compensated(
-    workflow_id: str, request: MarkCompensatedRequest, orch: Engine, caller: Caller
+    workflow_id: str,
+    request: MarkCompensatedRequest,
+    orch: Engine,
+    caller: Caller,
+    response: Response,
 ) -> WorkflowDetail:
-    return await orch.workflows.mark_compensated(
+    detail = await orch.workflows.mark_compensated(
         await orch.workflows.find(workflow_id),
         request.step_name,
         actor=caller.actor,
         note=request.note,
     )
+    return answered(detail, response)
 
 
 @router.get("/alerts", response_model=list[Alert], dependencies=READ)
