@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import asyncpg
-
 from orchcore.db import Database
+from orchcore.db.failures import UNREACHABLE
 
 log = logging.getLogger("orch.events")
 
@@ -77,6 +76,7 @@ class ServiceEventRecorder:
         self._buffer: list[CallEvent] = []
         self._task: asyncio.Task[None] | None = None
         self._full = asyncio.Event()
+        self._failing = False
         self.written = 0
 
     def record(self, event: CallEvent) -> None:
@@ -105,11 +105,23 @@ class ServiceEventRecorder:
                     "service_events", records=[e.as_record() for e in batch], columns=_COLUMNS
                 )
             self.written += len(batch)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except UNREACHABLE as exc:
             # Keep them for the next round unless the buffer would grow without bound.
-            log.warning("could not write %d call events: %s", len(batch), exc)
-            if len(self._buffer) + len(batch) <= self._max_buffer * 10:
+            kept = len(self._buffer) + len(batch) <= self._max_buffer * 10
+            if kept:
                 self._buffer = batch + self._buffer
+            if not self._failing or not kept:  # once an outage, not five times a second
+                log.warning(
+                    "could not write %d call events: %s; %s",
+                    len(batch),
+                    exc,
+                    "kept for the next try" if kept else "dropped (too many waiting)",
+                )
+            self._failing = True
+            return
+        if self._failing:
+            log.info("call events written again")
+            self._failing = False
 
     async def _flush_forever(self) -> None:
         while True:
@@ -119,4 +131,7 @@ class ServiceEventRecorder:
                 async with asyncio.timeout(self._flush_interval):
                     await self._full.wait()
             self._full.clear()
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception:  # never let recording die quietly: log and go on
+                log.exception("writing call events failed")

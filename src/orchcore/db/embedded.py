@@ -280,6 +280,13 @@ class EmbeddedPostgres:
                 return True
             return False
 
+    def start(self) -> None:
+        """Start the server if it does not run (after :meth:`stop`), registering no user."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._control_lock():
+            if not self.is_running():
+                self._start()
+
     def stop(self) -> None:
         """Stop the server whoever uses it (``orch db stop``)."""
         with self._control_lock():

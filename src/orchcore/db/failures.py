@@ -20,6 +20,10 @@ def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` says the database was unreachable rather than the work wrong."""
     if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
         return True
+    if isinstance(exc, asyncpg.InternalClientError):
+        # A pooled connection the server cut mid-statement, lent again before asyncpg
+        # noticed ("cannot switch to state ..."): the next try gets another connection.
+        return True
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", None) or ""
         return state[:2] in _PASSING_CLASSES
@@ -27,4 +31,10 @@ def is_transient(exc: BaseException) -> bool:
 
 
 #: What an unreachable server raises, for ``except`` clauses that keep a loop alive.
-UNREACHABLE = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresError)
+UNREACHABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.PostgresError,
+)
