@@ -13,18 +13,9 @@ import asyncpg
 from pydantic import BaseModel
 
 from orchcore.db.pool import Connection
+from orchcore.db.queries import Queries
 
-_INSERT = """
-INSERT INTO audit_log (actor, action, target_kind, target_id, reason, details, occurred_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-"""
-
-_RECENT = """
-SELECT * FROM audit_log
-WHERE ($1::text IS NULL OR target_kind = $1) AND ($2::text IS NULL OR target_id = $2)
-ORDER BY occurred_at DESC, id DESC
-LIMIT $3
-"""
+Q = Queries("orchcore")
 
 
 class AuditEntry(BaseModel):
@@ -49,7 +40,9 @@ async def record_action(
     reason: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> None:
-    await conn.execute(_INSERT, actor, action, target_kind, target_id, reason, details or {}, at)
+    await conn.execute(
+        Q.record_action, actor, action, target_kind, target_id, reason, details or {}, at
+    )
 
 
 async def recent_actions(
@@ -59,5 +52,5 @@ async def recent_actions(
     target_id: str | None = None,
     limit: int = 50,
 ) -> list[AuditEntry]:
-    rows = await conn.fetch(_RECENT, target_kind, target_id, limit)
+    rows = await conn.fetch(Q.recent_actions, target_kind, target_id, limit)
     return [AuditEntry.model_validate(dict(row)) for row in rows]

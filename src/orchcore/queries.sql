@@ -51,3 +51,14 @@ SELECT now()
 
 -- name: ping
 SELECT 1
+
+-- name: record_action
+-- Who did what to which target, and why (audit.py): written in the action's transaction.
+INSERT INTO audit_log (actor, action, target_kind, target_id, reason, details, occurred_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+
+-- name: recent_actions
+SELECT * FROM audit_log
+WHERE ($1::text IS NULL OR target_kind = $1) AND ($2::text IS NULL OR target_id = $2)
+ORDER BY occurred_at DESC, id DESC
+LIMIT $3

@@ -26,6 +26,15 @@ WHERE s.id = $1
 -- name: service_id_by_name
 SELECT id FROM microservices WHERE service_name = $1
 
+-- name: service_id_by_id
+SELECT id FROM microservices WHERE id = $1
+
+-- name: service_name_by_id
+SELECT service_name FROM microservices WHERE id = $1
+
+-- name: service_is_active
+SELECT is_active FROM microservices WHERE id = $1
+
 -- name: lock_service
 SELECT * FROM microservices WHERE id = $1 FOR UPDATE
 

@@ -155,9 +155,7 @@ class ServiceRegistry:
                     actor=actor,
                     at=now,
                 )
-            name = await conn.fetchval(
-                "SELECT service_name FROM microservices WHERE id = $1", service_id
-            )
+            name = await conn.fetchval(Q.service_name_by_id, service_id)
             await record_action(
                 conn,
                 actor=actor,
@@ -204,9 +202,7 @@ class ServiceRegistry:
         now = self._clock.now()
         async with self._db.transaction() as conn:
             service_id = await self._resolve_service_id(conn, service)
-            active = await conn.fetchval(
-                "SELECT is_active FROM microservices WHERE id=$1", service_id
-            )
+            active = await conn.fetchval(Q.service_is_active, service_id)
             if not active:
                 raise ConflictError(f"service {service!s} is deactivated; register it again first")
             existing = await conn.fetchrow(Q.lock_instance, req.instance_id)
@@ -412,7 +408,7 @@ class ServiceRegistry:
             except ValueError:
                 candidate = None
         if candidate is not None:
-            found = await conn.fetchval("SELECT id FROM microservices WHERE id = $1", candidate)
+            found = await conn.fetchval(Q.service_id_by_id, candidate)
         else:
             found = await conn.fetchval(Q.service_id_by_name, key)
         if found is None:

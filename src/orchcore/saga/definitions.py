@@ -110,10 +110,7 @@ class DefinitionStore:
         ]
 
     async def _unknown_services(self, definition: WorkflowDefinition) -> list[str]:
-        known = {
-            row["service_name"]
-            for row in await self._db.fetch("SELECT service_name FROM microservices")
-        }
+        known = {row["service_name"] for row in await self._db.fetch(Q.registered_service_names)}
         return [
             f"service {name!r} is not registered (yet)"
             for name in sorted(definition.services() - known)
