@@ -42,7 +42,7 @@ from typing import Any
 
 import httpx
 
-from orchcore.callpath.endpoints import CallEndpoint, normalize_endpoint
+from orchcore.callpath.endpoints import normalize_endpoint
 from orchcore.callpath.events import CallEvent, ServiceEventRecorder
 from orchcore.callpath.headers import check_method, outbound_headers
 from orchcore.callpath.identity import ORCH_IDENTITIES
@@ -141,23 +141,20 @@ class ServiceCaller:
         self._authorize(policy, call)
         await self._limit_rate(policy, call)
         attempts_policy = self._retry_policy(policy, retry, method, idempotency_key)
-        per_attempt = timeout or _policy_timeout(policy) or self._default_timeout
+        request = _Request(
+            target=where.target,
+            timeout=timeout or _policy_timeout(policy) or self._default_timeout,
+            headers=outbound,
+            json=json,
+            content=content,
+            params=params,
+        )
         attempts: list[Attempt] = []
         for number in range(1, attempts_policy.max_attempts + 1):
             span = trace.child() if number > 1 or parent is None else trace
             try:
                 outcome, instance = await self._attempt(
-                    policy,
-                    call,
-                    where,
-                    span,
-                    per_attempt,
-                    outbound,
-                    json,
-                    content,
-                    params,
-                    number,
-                    attempts,
+                    policy, call, request, span, number, attempts
                 )
             except (BreakerOpenError, NoHealthyInstanceError) as exc:
                 if not attempts:
@@ -224,13 +221,8 @@ class ServiceCaller:
         self,
         policy: EffectivePolicy,
         call: _Call,
-        where: CallEndpoint,
+        request: _Request,
         span: TraceContext,
-        timeout: float,
-        headers: dict[str, str],
-        json: Any,
-        content: bytes | None,
-        params: Mapping[str, str] | None,
         number: int,
         attempts: list[Attempt],
     ) -> tuple[AttemptOutcome, Endpoint]:
@@ -243,7 +235,7 @@ class ServiceCaller:
                     call.target,
                     call.endpoint,
                     settings=_breaker_settings(policy),
-                    call_timeout=timeout,
+                    call_timeout=request.timeout,
                 )
         except BreakerOpenError as exc:
             self._record_refusal(call, str(exc), span)
@@ -251,18 +243,7 @@ class ServiceCaller:
         healthy = await self._discovery.healthy(call.target)
         instance = self._choose(policy, call.target, healthy)
         started = time.perf_counter()
-        outcome = await self._send(
-            instance,
-            span,
-            timeout,
-            headers,
-            call.method,
-            where.target,
-            json,
-            content,
-            params,
-            number,
-        )
+        outcome = await self._send(instance, span, call.method, request, number)
         duration_ms = (time.perf_counter() - started) * 1000
         success = not breakers.is_failure(permit, outcome.status_code)
         if not breakers.record_cached(permit, success):
@@ -334,17 +315,12 @@ class ServiceCaller:
         self,
         instance: Endpoint,
         span: TraceContext,
-        timeout: float,
-        headers: dict[str, str],
         method: str,
-        target: str,
-        json: Any,
-        content: bytes | None,
-        params: Mapping[str, str] | None,
+        request: _Request,
         number: int,
     ) -> AttemptOutcome:
         request_headers = {
-            **headers,
+            **request.headers,
             "traceparent": span.traceparent,
             "X-Orch-Attempt": str(number),
         }
@@ -352,15 +328,15 @@ class ServiceCaller:
             try:
                 response = await self._client.request(
                     method,
-                    instance.base_url + target,
-                    json=json,
-                    content=content,
-                    params=params,
+                    instance.base_url + request.target,
+                    json=request.json,
+                    content=request.content,
+                    params=request.params,
                     headers=request_headers,
-                    timeout=timeout,
+                    timeout=request.timeout,
                 )
             except httpx.HTTPError as exc:
-                return no_answer(exc, timeout)
+                return no_answer(exc, request.timeout)
         return AttemptOutcome(response.status_code, None, None, response)
 
     def _delay(self, policy: RetryPolicy, number: int, outcome: AttemptOutcome) -> float:
@@ -405,6 +381,18 @@ class ServiceCaller:
                 at=self._clock.now(),
             )
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """What every attempt of one call sends (the instance it goes to is chosen per try)."""
+
+    target: str  # the normalized path and query
+    timeout: float
+    headers: dict[str, str]
+    json: Any
+    content: bytes | None
+    params: Mapping[str, str] | None
 
 
 @dataclass(frozen=True, slots=True)
