@@ -392,3 +392,25 @@ async def test_a_batch_needs_a_filter_and_acts_on_exactly_what_was_previewed(env
     )
     assert sorted(str(r.workflow_id) for r in done.results) == sorted(first)
     assert await env.status(late) == "failed"  # not previewed, not touched
+
+
+async def test_a_branch_waiting_for_its_retry_does_not_hold_the_workflow(env: Env) -> None:
+    await env.orch.workflow_definitions.register(FULL_SERVICE, actor="t")
+    env.services["photographer"].fail["/bookings"] = [503]
+    workflow_id = await env.start("full-service")
+
+    async def parked_until_the_retry() -> bool:
+        status = await env.orch.workflows.status(workflow_id)
+        return (
+            step_of(status, "book_photographer").status == "retrying"
+            and step_of(status, "order_catering").status == "completed"
+            and status.workflow.lease_owner is None
+        )
+
+    await eventually(parked_until_the_retry, message="the lease given back while it waits")
+    status = await env.orch.workflows.status(workflow_id)
+    assert status.workflow.current_status == "retrying"
+    assert status.workflow.next_run_at == step_of(status, "book_photographer").next_attempt_at
+    assert env.runner.in_flight == 0
+    await env.advance_until(workflow_id, "completed", step=0.1)
+    assert len(env.services["photographer"].calls) == 2

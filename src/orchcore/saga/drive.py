@@ -98,10 +98,16 @@ class DriveHost(Protocol):
 
 class Drive:
     def __init__(
-        self, host: DriveHost, state: WorkflowState, commands: list[Command] | None = None
+        self,
+        host: DriveHost,
+        state: WorkflowState,
+        commands: list[Command] | None = None,
+        *,
+        started: StepState | None = None,
     ) -> None:
         self.host = host
         self.state = state
+        self._started = started
         self.clock = host.clock
         self.actor = host.actor
         self._queued = list(commands or [])
@@ -117,6 +123,8 @@ class Drive:
     async def _loop(self) -> None:
         caller = await self.host.caller()
         state = self.state
+        if self._started is not None:  # its start was committed with the workflow's
+            await self.call_started(caller, self._started)
         while True:
             now = self.clock.now()
             action = planner.plan(state, now)

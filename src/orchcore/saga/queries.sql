@@ -23,9 +23,10 @@ FROM workflow_definitions d ORDER BY workflow_name, created_at DESC
 SELECT service_name FROM microservices
 
 -- name: start_workflow
--- One statement: the workflow, its steps and the 'started' event, or nothing when the
--- correlation id is taken (the caller then reads the existing workflow). $1: the
--- workflow row as JSON, $2: its steps, $3: its events.
+-- One statement: the workflow, its steps (the first one's attempt started when a runner
+-- here drives it at once) and their events, or nothing when the correlation id is taken
+-- (the caller then reads the existing workflow). $1: the workflow row as JSON, $2: its
+-- steps, $3: its events.
 WITH input AS (
     SELECT * FROM jsonb_populate_record(NULL::distributed_workflows, $1::jsonb)
 ), w AS (
@@ -43,14 +44,17 @@ WITH input AS (
     RETURNING id, started_at
 ), s AS (
     INSERT INTO workflow_steps (workflow_id, step_name, step_type, step_order, service_name,
-        service_endpoint, status, max_retries, timeout_seconds, compensation_action,
-        parent_step, branch_name, step_definition, created_at, updated_at)
+        service_endpoint, status, started_at, idempotency_key, attempt_deadline, max_retries,
+        timeout_seconds, compensation_action, parent_step, branch_name, step_definition,
+        created_at, updated_at)
     SELECT w.id, x.step_name, x.step_type, x.step_order, x.service_name, x.service_endpoint,
-           'pending', x.max_retries, x.timeout_seconds, x.compensation_action, x.parent_step,
-           x.branch_name, x.step_definition, w.started_at, w.started_at
+           x.status, x.started_at, x.idempotency_key, x.attempt_deadline, x.max_retries,
+           x.timeout_seconds, x.compensation_action, x.parent_step, x.branch_name,
+           x.step_definition, w.started_at, w.started_at
     FROM w, jsonb_to_recordset($2::jsonb) AS x(
         step_name text, step_type text, step_order int, service_name text,
-        service_endpoint text, max_retries int, timeout_seconds int,
+        service_endpoint text, status text, started_at timestamptz, idempotency_key text,
+        attempt_deadline timestamptz, max_retries int, timeout_seconds int,
         compensation_action jsonb, parent_step text, branch_name text, step_definition jsonb)
     RETURNING 1
 ), e AS (

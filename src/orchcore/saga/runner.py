@@ -28,7 +28,7 @@ from orchcore.db import Database, Queries
 from orchcore.db.failures import UNREACHABLE, is_transient
 from orchcore.saga.drive import Drive, LeaseLost
 from orchcore.saga.persistence import loaded
-from orchcore.saga.state import Command, WorkflowState
+from orchcore.saga.state import Command, StepState, WorkflowState
 from orchcore.storable import storable_text
 from orchcore.supervision import TaskSupervisor
 
@@ -175,11 +175,19 @@ class SagaRunner:
     def has_room(self) -> bool:
         return len(self._driving) < self.max_in_flight
 
-    def adopt(self, state: WorkflowState, commands: list[Command] | None = None) -> None:
-        """Drive a workflow this runner holds the lease of."""
+    def adopt(
+        self,
+        state: WorkflowState,
+        commands: list[Command] | None = None,
+        *,
+        started: StepState | None = None,
+    ) -> None:
+        """Drive a workflow this runner holds the lease of (``started``: a step whose
+        attempt's start is already committed, to call first)."""
         if state.lease_until is not None:
             self._lease_until.setdefault(state.id, state.lease_until)
-        task = asyncio.create_task(self._drive_guarded(state, commands), name=f"saga-{state.id}")
+        drive = Drive(self, state, commands, started=started)
+        task = asyncio.create_task(self._drive_guarded(drive), name=f"saga-{state.id}")
         self._driving[state.id] = task
         self.note_progress(state.id)
 
@@ -277,9 +285,10 @@ class SagaRunner:
 
     # -- driving -----------------------------------------------------------------------
 
-    async def _drive_guarded(self, state: WorkflowState, commands: list[Command] | None) -> None:
+    async def _drive_guarded(self, drive: Drive) -> None:
+        state = drive.state
         try:
-            await Drive(self, state, commands).run()
+            await drive.run()
         except LeaseLost:
             log.warning("lost the lease of workflow %s; another daemon drives it", state.id)
         except asyncio.CancelledError:

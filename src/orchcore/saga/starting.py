@@ -17,9 +17,10 @@ from orchcore.callpath.tracecontext import TraceContext
 from orchcore.clock import Clock
 from orchcore.db import Database, Queries
 from orchcore.errors import ConflictError, ValidationFailed
+from orchcore.saga import forward, planner
 from orchcore.saga.definitions import DefinitionStore
 from orchcore.saga.models import StartWorkflowRequest, StartWorkflowResponse, WorkflowDefinition
-from orchcore.saga.state import Command, Event, WorkflowState, step_definitions
+from orchcore.saga.state import Command, Event, StepState, WorkflowState, step_definitions
 from orchcore.saga.status import WorkflowEvent, WorkflowStatus
 from orchcore.validation import parse
 
@@ -32,11 +33,18 @@ class InlineDriver(Protocol):
     """A runner in this process that can drive what is started here (SagaRunner)."""
 
     owner: str
+    actor: str
     lease_seconds: float
 
     def has_room(self) -> bool: ...
 
-    def adopt(self, state: WorkflowState, commands: list[Command] | None = None) -> None: ...
+    def adopt(
+        self,
+        state: WorkflowState,
+        commands: list[Command] | None = None,
+        *,
+        started: StepState | None = None,
+    ) -> None: ...
 
 
 #: Whether a name may start workflows: a registered service or one of orch's own. The
@@ -89,16 +97,19 @@ class WorkflowStarter:
             lease_until=now + timedelta(seconds=runner.lease_seconds) if runner else None,
             trace_id=TraceContext.new().trace_id,
         )
+        events = [_started_event(state, req, actor)]
+        started = _start_first_call(state, runner) if runner is not None else None
+        changes = state.take_changes()  # written by the start itself
         inserted = await self._db.fetchval(
             Q.start_workflow,
             _workflow_row(state, definition_id=registered.id),
-            _step_rows(definition),
-            [_started_event(state, req, actor).as_record()],
+            _step_rows(state),
+            [e.as_record() for e in events + changes.events],
         )
         if inserted is None:
             return await self._existing(state.correlation_id, await self._estimate(definition))
         if runner is not None:
-            runner.adopt(state)
+            runner.adopt(state, started=started)
         return StartWorkflowResponse(
             workflow_id=workflow_id,
             correlation_id=state.correlation_id,
@@ -130,6 +141,17 @@ class WorkflowStarter:
         minutes = round(float(seconds) / 60, 3)
         self._estimates[definition.name] = (time.monotonic(), minutes)
         return minutes
+
+
+def _start_first_call(state: WorkflowState, runner: InlineDriver) -> StepState | None:
+    """The first step's attempt, marked as started in the statement that starts the
+    workflow: its call goes out without a commit of its own, and a crash during it still
+    leaves the step known to have been under way (so compensation includes it)."""
+    action = planner.plan(state, state.started_at)
+    if not isinstance(action, planner.RunStep):
+        return None
+    forward.start_attempt(state, action.step, state.started_at, runner.actor)
+    return action.step
 
 
 def _started_event(state: WorkflowState, req: StartWorkflowRequest, actor: str) -> Event:
@@ -169,10 +191,11 @@ def _workflow_row(state: WorkflowState, *, definition_id: UUID) -> dict[str, Any
     }
 
 
-def _step_rows(definition: WorkflowDefinition) -> list[dict[str, Any]]:
+def _step_rows(state: WorkflowState) -> list[dict[str, Any]]:
     rows = []
-    for name, (step, parent, branch, order) in step_definitions(definition).items():
+    for name, (step, parent, branch, order) in step_definitions(state.definition).items():
         action = getattr(step, "compensation_action", None)
+        now = state.steps[name].as_record()
         rows.append(
             {
                 "step_name": name,
@@ -180,6 +203,10 @@ def _step_rows(definition: WorkflowDefinition) -> list[dict[str, Any]]:
                 "step_order": order,
                 "service_name": step.service_name,
                 "service_endpoint": step.endpoint,
+                "status": now["status"],
+                "started_at": now["started_at"],
+                "idempotency_key": now["idempotency_key"],
+                "attempt_deadline": now["attempt_deadline"],
                 "max_retries": step.retry_policy.max_retries,
                 "timeout_seconds": int(step.timeout_seconds),
                 "compensation_action": action.model_dump(mode="json") if action else None,
