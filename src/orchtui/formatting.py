@@ -61,3 +61,8 @@ def offset(seconds: float) -> str:
     if whole < 3600:
         return f"+{whole // 60}m{whole % 60:02d}s"
     return f"+{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def clock_time(moment: datetime) -> str:
+    """A moment as the operator's wall clock shows it: ``12:03:14`` (local time)."""
+    return moment.astimezone().strftime("%H:%M:%S")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from orchcore.saga.status import StepStatus, WorkflowStatus
+
 #: (symbol, style) per state word. Styles use the 16 ANSI names so they survive
 #: limited terminals; the symbol carries the meaning when colour is absent.
 _STATES: dict[str, tuple[str, str]] = {
@@ -34,19 +36,25 @@ _STATES: dict[str, tuple[str, str]] = {
     "disabled": ("○", "bright_black"),
     # mesh policies (disabled as above)
     "enabled": ("●", "green"),
-    # workflows and their steps (the CLI's set: orch workflow list)
-    "pending": ("○", "bright_black"),
-    "running": ("▶", "cyan"),
-    "retrying": ("↻", "yellow"),
-    "waiting": ("◔", "cyan"),
-    "paused": ("‖", "magenta"),
-    "compensating": ("↶", "yellow"),
-    "compensated": ("↺", "blue"),
-    "completed": ("●", "green"),
-    "failed": ("✖", "red"),
-    "compensation_failed": ("⚠", "bold red"),
-    "cancelled": ("◌", "bright_black"),
-    "skipped": ("↷", "bright_black"),
+    # workflows, their steps and compensations (the CLI's set: orch workflow list),
+    # keyed by the core's vocabulary so a status added there is missed here visibly
+    # (tests/console/test_vocabulary.py)
+    WorkflowStatus.PENDING: ("○", "bright_black"),
+    WorkflowStatus.RUNNING: ("▶", "cyan"),
+    WorkflowStatus.RETRYING: ("↻", "yellow"),
+    StepStatus.WAITING: ("◔", "cyan"),
+    WorkflowStatus.PAUSED: ("‖", "magenta"),
+    WorkflowStatus.COMPENSATING: ("↶", "yellow"),
+    WorkflowStatus.COMPENSATED: ("↺", "blue"),
+    WorkflowStatus.COMPLETED: ("●", "green"),
+    WorkflowStatus.FAILED: ("✖", "red"),
+    WorkflowStatus.COMPENSATION_FAILED: ("⚠", "bold red"),
+    WorkflowStatus.CANCELLED: ("◌", "bright_black"),
+    StepStatus.SKIPPED: ("↷", "bright_black"),
+    # may have taken effect: a warning, not a failure (compensation undoes it)
+    StepStatus.UNCERTAIN: ("◇", "bold yellow"),
+    # an operator's action waiting for the call in flight
+    "queued": ("⧗", "magenta"),
     # connection
     "live": ("●", "green"),
     "offline": ("✖", "bold red"),

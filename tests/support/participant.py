@@ -9,6 +9,7 @@ answer per key) happen once per key; calls are counted raw.
 seconds (a caller that times out first cannot know the effect happened).
 ``remember_refusals`` stores a refusal (4xx) under its key too and replays it, as
 services that store every definite answer do. ``answer_body[path] = bytes`` answers raw bytes (200).
+``held[path] = asyncio.Event()`` keeps each call to ``path`` waiting until the test sets it.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class Participant:
     remember_refusals: bool = False
     refusals: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     delay: float = 0.0
+    held: dict[str, asyncio.Event] = field(default_factory=dict)
 
     def calls_to(self, path_prefix: str) -> list[Call]:
         return [c for c in self.calls if c.path.startswith(path_prefix)]
@@ -83,6 +85,8 @@ class Participant:
         )
         if self.delay:
             await asyncio.sleep(self.delay)
+        if path in self.held:
+            await self.held[path].wait()
         if path in self.answer_body:
             return Response(self.answer_body[path], media_type="application/json")
         if key is not None and key in self.refusals:

@@ -20,7 +20,6 @@ failing ``C`` (retry it) and ``m`` (mark it done by hand). Opened from Workflows
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,15 +36,34 @@ from textual.events import Resize
 from textual.widgets import DataTable, Static
 
 from orchcore import Orch
-from orchcore.saga.views import GetWorkflowStatusResponse, StepView, TimelineEntry
+from orchcore.saga.runner import MAX_DRIVE_CRASHES
+from orchcore.saga.status import (
+    STEP_ENDED_BADLY,
+    STEP_UNSETTLED,
+    TERMINAL,
+    CompensationStatus,
+    OperatorAction,
+    StepStatus,
+    WorkflowEvent,
+    WorkflowStatus,
+)
+from orchcore.saga.views import (
+    GetWorkflowStatusResponse,
+    StepView,
+    WorkflowDetail,
+)
 from orchtui.actions import ConsoleAction, Mutation, Unavailable
-from orchtui.formatting import age, countdown, offset, took
+from orchtui.formatting import age, clock_time, countdown, plural, took
 from orchtui.pane import Pane
+from orchtui.panes.workflow_axis import StepSpans, axis_end, bar_text, step_spans
+from orchtui.panes.workflow_events import timeline_row
 from orchtui.panes.workflow_view import (
-    ACTIVE,
     NEEDS_INTERVENTION,
+    WAITS_FOR_RETRY,
     WORKFLOW_ACTIONS,
     WorkflowRef,
+    action_word,
+    applies,
     cancel_mutation,
     compensate_mutation,
     mark_compensated_mutation,
@@ -55,15 +73,14 @@ from orchtui.panes.workflow_view import (
     retry_mutation,
     skip_mutation,
     status_text,
+    waits_for_text,
 )
 from orchtui.symbols import state_style, state_text
 from orchtui.widgets import Column, KeyedTable, Row
 
-#: What a bar is drawn with: the step running forward, its compensation, and the wait
-#: before a retry (of either) that is due later.
-RAN = "█"
-UNDONE = "▒"
-WAITING = "·"
+#: Steps an operator may skip (the engine's rule for the step, beside ALLOWED_FROM's
+#: for the workflow): one that ended badly, or one still waiting to run or retry.
+SKIPPABLE = frozenset({*STEP_ENDED_BADLY, StepStatus.RETRYING, StepStatus.PENDING})
 #: The time axis takes what the other columns leave, within these bounds.
 MIN_BAR_WIDTH = 10
 MAX_BAR_WIDTH = 60
@@ -82,17 +99,6 @@ TIMELINE_COLUMNS = (
     Column("step", "STEP"),
     Column("event", "EVENT"),
 )
-#: Forward events of a step (the rest of a step's events are its compensation's).
-_COMPENSATION_EVENTS = frozenset(
-    {
-        "compensation_attempt_started",
-        "compensation_succeeded",
-        "compensation_attempt_failed",
-        "compensation_retry_scheduled",
-        "compensation_failed",
-        "compensation_marked_done",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -108,105 +114,6 @@ async def fetch_workflow_detail(orch: Orch, workflow_id: UUID) -> WorkflowDetail
     return WorkflowDetailSnapshot(
         status=await orch.workflows.status(workflow_id), taken_at=orch.clock.now()
     )
-
-
-# -- the time axis ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Span:
-    start: datetime
-    end: datetime
-
-
-@dataclass(frozen=True)
-class StepSpans:
-    """When a step ran forward, and when its compensation ran, as far as is known; and
-    the wait from its last attempt to a retry due later."""
-
-    forward: Span | None
-    undo: Span | None
-    wait: Span | None = None
-
-
-def axis_end(status: GetWorkflowStatusResponse, now: datetime) -> datetime:
-    """Where the axis ends: the workflow's end; now while a call is in flight; the next
-    attempt while it waits for one (so the wait shows); else its last event."""
-    workflow = status.workflow
-    if workflow.completed_at is not None:
-        return workflow.completed_at
-    moving = any(s.status == "running" or s.compensation_status == "running" for s in status.steps)
-    if moving and workflow.current_status in ACTIVE:
-        return now
-    last = max((e.timestamp for e in status.execution_timeline), default=workflow.started_at)
-    waiting = workflow.current_status in ("retrying", "compensating")
-    if waiting and workflow.next_run_at is not None:
-        last = max(last, workflow.next_run_at)
-    return max(last, workflow.started_at)
-
-
-def step_spans(
-    step: StepView, events: Sequence[TimelineEntry], *, end_of_axis: datetime
-) -> StepSpans:
-    """From the step's columns, filled in by its timeline events where a column is empty.
-
-    A failed step has no completion time: its last attempt's event ends its bar. A step
-    still running ends at the axis' end (now).
-    """
-    own = [e for e in events if e.step_name == step.step_name]
-    forward_events = [e for e in own if e.event not in _COMPENSATION_EVENTS]
-    undo_events = [e for e in own if e.event in _COMPENSATION_EVENTS]
-    forward: Span | None = None
-    start = step.started_at or (forward_events[0].timestamp if forward_events else None)
-    if start is not None:
-        if step.completed_at is not None:
-            end = step.completed_at
-        elif step.status == "running":
-            end = end_of_axis
-        else:
-            end = max((e.timestamp for e in forward_events), default=start)
-        forward = Span(start, max(start, end))
-    undo: Span | None = None
-    if undo_events:
-        begun = undo_events[0].timestamp
-        if step.compensation_status == "running":
-            finished = end_of_axis
-        else:
-            finished = step.compensated_at or undo_events[-1].timestamp
-        undo = Span(begun, max(begun, finished))
-    wait: Span | None = None
-    if step.status == "retrying" and step.next_attempt_at and forward is not None:
-        wait = Span(forward.end, max(forward.end, step.next_attempt_at))
-    elif step.compensation_status == "retrying" and step.compensation_next_attempt_at and undo:
-        wait = Span(undo.end, max(undo.end, step.compensation_next_attempt_at))
-    return StepSpans(forward, undo, wait)
-
-
-def bar_text(spans: StepSpans, status: str, *, start: datetime, end: datetime, width: int) -> Text:
-    """One row of the axis: spaces, then the step's run and its undo where they fall."""
-    total = max((end - start).total_seconds(), 1e-3)
-    cells = [" "] * width
-    styles = [""] * width
-
-    def paint(span: Span | None, char: str, style: str) -> None:
-        if span is None:
-            return
-        first = (span.start - start).total_seconds() / total * width
-        last = (span.end - start).total_seconds() / total * width
-        a = min(width - 1, max(0, math.floor(first)))
-        b = min(width, max(a + 1, math.ceil(last)))
-        for index in range(a, b):
-            cells[index] = char
-            styles[index] = style
-
-    paint(spans.wait, WAITING, "bright_black")
-    paint(spans.forward, RAN, state_style(status) or "")
-    paint(spans.undo, UNDONE, state_style("compensated"))
-    text = Text()
-    for char, style in zip(cells, styles, strict=True):
-        text.append(char, style=style or None)
-    text.rstrip()
-    return text
 
 
 # -- rows and lines -----------------------------------------------------------------------------
@@ -225,7 +132,7 @@ def attempts_made(step: StepView) -> int:
     """A retrying step has counted the retry it waits for; any other, every attempt made."""
     if step.started_at is None:
         return 0
-    return step.retry_count if step.status == "retrying" else step.retry_count + 1
+    return step.retry_count if step.status == StepStatus.RETRYING else step.retry_count + 1
 
 
 def tries_text(step: StepView) -> str:
@@ -247,12 +154,23 @@ def step_took(step: StepView, spans: StepSpans) -> str:
     return "–"
 
 
+#: Which step the detail opens on when no step is named as failed: the first moving,
+#: else the first that ended badly.
+_FOCUS_ORDER = (
+    StepStatus.RUNNING,
+    StepStatus.RETRYING,
+    StepStatus.WAITING,
+    StepStatus.FAILED,
+    StepStatus.UNCERTAIN,
+)
+
+
 def focus_step(status: GetWorkflowStatusResponse) -> str | None:
     """The step to look at first: the one that failed, else the one moving, else none."""
     error = status.workflow.error_details
     if error is not None and error.step_name:
         return error.step_name
-    for wanted in ("running", "retrying", "waiting", "failed"):
+    for wanted in _FOCUS_ORDER:
         step = next((s for s in status.steps if s.status == wanted), None)
         if step is not None:
             return step.step_name
@@ -264,19 +182,63 @@ def undo_text(step: StepView, now: datetime) -> Text:
     status = step.compensation_status
     if status is None:
         return Text("")
-    if status == "completed":
-        return state_text("compensated", "undone")
-    if status == "manual":
-        return Text("✓ by hand", style=state_style("compensated"))
-    if status == "failed":
+    if status == CompensationStatus.COMPLETED:
+        return state_text(StepStatus.COMPENSATED, "undone")
+    if status == CompensationStatus.MANUAL:
+        return Text("✓ by hand", style=state_style(StepStatus.COMPENSATED))
+    if status == CompensationStatus.FAILED:
         return state_text(NEEDS_INTERVENTION, "failed")
-    if status == "running":
-        return state_text("compensating", "undoing")
-    if status == "retrying":
-        return state_text("retrying", countdown(step.compensation_next_attempt_at, now))
-    if status == "not_needed":
+    if status == CompensationStatus.RUNNING:
+        return state_text(WorkflowStatus.COMPENSATING, "undoing")
+    if status == CompensationStatus.RETRYING:
+        return state_text(StepStatus.RETRYING, countdown(step.compensation_next_attempt_at, now))
+    if status == CompensationStatus.NOT_NEEDED:
         return Text("– not needed", style="bright_black")
-    return state_text("pending")
+    return state_text(CompensationStatus.PENDING)
+
+
+def uncertainty_text(step: StepView, *, workflow_status: str) -> Text | None:
+    """Why a step whose request may have reached its service unanswered matters: its
+    effect may exist, so compensation undoes it (or, where nothing will, a person must
+    find out)."""
+    style = state_style(StepStatus.UNCERTAIN)
+    if step.outcome_unknown and step.status in STEP_UNSETTLED:
+        return Text(
+            "an attempt went unanswered and may have taken effect; a retry keeps its key",
+            style=style,
+        )
+    undone = step.compensation_status in (CompensationStatus.COMPLETED, CompensationStatus.MANUAL)
+    if step.status != StepStatus.UNCERTAIN and not (step.outcome_unknown and undone):
+        return None
+    if undone:
+        then = "its compensation undid it"
+    elif not step.has_compensation:
+        then = "it has no compensation: check with its service"
+    elif step.compensation_status is None and workflow_status in TERMINAL:
+        then = "nothing undid it: check with its service"
+    else:
+        then = "compensation undoes it"
+    return Text(f"outcome unknown: the request may have taken effect; {then}", style=style)
+
+
+def key_text(step: StepView) -> Text | None:
+    """The idempotency key, and its generation once an operator's retry started a new one."""
+    if not step.idempotency_key:
+        return None
+    text = Text(f"key {step.idempotency_key}", style="bright_black")
+    if step.generation > 1:
+        text.append(f" · generation {step.generation}", style="bright_black")
+    return text
+
+
+def _in_flight_until(step: StepView) -> str:
+    """`` · answers by 12:03:14``: when the attempt under way ends at the latest."""
+    moving = step.status == StepStatus.RUNNING or (
+        step.compensation_status == CompensationStatus.RUNNING
+    )
+    if not moving or step.attempt_deadline is None:
+        return ""
+    return f" · attempt ends by {clock_time(step.attempt_deadline)}"
 
 
 def step_line(step: StepView, now: datetime, *, workflow_status: str) -> Text:
@@ -288,26 +250,33 @@ def step_line(step: StepView, now: datetime, *, workflow_status: str) -> Text:
         text.append(f" · branch {step.branch_name}")
     text.append(" · ")
     text.append_text(state_text(step.status))
-    waiting = step.status == "retrying" and step.next_attempt_at is not None
-    if waiting and workflow_status in ("running", "retrying"):
+    waiting = step.status == StepStatus.RETRYING and step.next_attempt_at is not None
+    if waiting and workflow_status in _DRIVEN_FORWARD:
         text.append(f" · next attempt {countdown(step.next_attempt_at, now)}")
-    if step.idempotency_key:
-        text.append(f"\nkey {step.idempotency_key}", style="bright_black")
+    text.append(_in_flight_until(step))
+    for line in (key_text(step), uncertainty_text(step, workflow_status=workflow_status)):
+        if line is not None:
+            text.append("\n")
+            text.append_text(line)
     if step.error_message:
         text.append("\n")
-        text.append_text(state_text("failed", step.error_message))
+        text.append_text(state_text(StepStatus.FAILED, step.error_message))
     if step.compensation_status is not None:
         text.append("\nundo ")
         text.append_text(undo_text(step, now))
         tries = step.compensation_attempts
         text.append(f" after {tries} {'try' if tries == 1 else 'tries'}" if tries else "")
-        if step.compensation_error and step.compensation_status != "completed":
+        if step.compensation_error and step.compensation_status != CompensationStatus.COMPLETED:
             text.append(f": {step.compensation_error}", style="bright_black")
-    elif step.has_compensation and step.status == "completed":
+    elif step.has_compensation and step.status == StepStatus.COMPLETED:
         text.append(
             "\nundone by its compensation if the workflow is compensated", style="bright_black"
         )
     return text
+
+
+#: Where a step's next attempt is the workflow's next move (not paused, not undoing).
+_DRIVEN_FORWARD = frozenset({WorkflowStatus.RUNNING, WorkflowStatus.RETRYING})
 
 
 def summary_text(snapshot: WorkflowDetailSnapshot) -> Text:
@@ -326,12 +295,41 @@ def summary_text(snapshot: WorkflowDetailSnapshot) -> Text:
     text.append(f"\n{workflow.workflow_name} {workflow.workflow_version}", style="bright_black")
     if workflow.wedding_id:
         text.append(f" · wedding {workflow.wedding_id}", style="bright_black")
-    if workflow.lease_owner and status in ACTIVE:
+    if workflow.lease_owner and status not in TERMINAL:
         text.append(f" · held by {workflow.lease_owner}", style="bright_black")
-    why = _why(snapshot)
+    why = _crashed(snapshot) or _why(snapshot)
     if why:
         text.append("\n")
         text.append_text(why)
+    return text
+
+
+def _last_crash(snapshot: WorkflowDetailSnapshot) -> str | None:
+    """What the latest crashed drive raised (the timeline has it; the row keeps a count)."""
+    timeline = snapshot.status.execution_timeline
+    crash = next((e for e in reversed(timeline) if e.event == WorkflowEvent.DRIVE_CRASHED), None)
+    return str(crash.details.get("error") or "") or None if crash is not None else None
+
+
+def _crashed(snapshot: WorkflowDetailSnapshot) -> Text | None:
+    """Drives of the workflow that crashed in a row: counted, and at the limit parked."""
+    workflow, now = snapshot.status.workflow, snapshot.taken_at
+    crashes = workflow.drive_crashes
+    if crashes == 0:
+        return None
+    error = _last_crash(snapshot)
+    if workflow.current_status in TERMINAL:
+        text = state_text(
+            workflow.current_status, f"parked after {plural(crashes, 'crashed drive')}"
+        )
+        text.append(f": {error}" if error else "", style="bright_black")
+        text.append(" · needs intervention", style="bright_black")
+        return text
+    text = state_text("degraded", f"{plural(crashes, 'crashed drive')} in a row")
+    text.append(f": {error}" if error else "", style="bright_black")
+    if workflow.next_run_at is not None:
+        text.append(f" · tried again {countdown(workflow.next_run_at, now)}", style="bright_black")
+    text.append(f" · parked at {MAX_DRIVE_CRASHES}", style="bright_black")
     return text
 
 
@@ -343,10 +341,10 @@ def _why(snapshot: WorkflowDetailSnapshot) -> Text | None:
         text = state_text(NEEDS_INTERVENTION, f"the undo of {error.step_name} failed")
         text.append(": needs intervention (C retries it, m marks it done)", style="bright_black")
         return text
-    if status in ("retrying", "compensating") and workflow.next_run_at is not None:
+    if status in WAITS_FOR_RETRY and workflow.next_run_at is not None:
         text = state_text(status, f"next attempt {countdown(workflow.next_run_at, now)}")
         request = workflow.compensation_request
-        if status == "compensating" and request and request.get("reason"):
+        if status == WorkflowStatus.COMPENSATING and request and request.get("reason"):
             text.append(f" · undoing because: {request['reason']}", style="bright_black")
         return text
     if error is not None and error.step_name:
@@ -358,62 +356,17 @@ def _why(snapshot: WorkflowDetailSnapshot) -> Text | None:
     return None
 
 
-def event_text(entry: TimelineEntry) -> Text:
-    """``attempt failed #2 HTTP 503: … `` with the details that say what happened."""
-    text = Text(entry.event.replace("_", " "))
-    details = dict(entry.details)
-    details.pop("idempotency_key", None)  # the step line shows it whole
-    parts: list[str] = []
-    attempt = details.pop("attempt", None)
-    if attempt is not None:
-        parts.append(f"#{attempt}")
-    error = details.pop("error", None)
-    code = details.pop("status_code", None)
-    if error:
-        parts.append(str(error))
-    elif code is not None:
-        parts.append(f"HTTP {code}")
-    before, after = details.pop("from", None), details.pop("to", None)
-    if before and after:
-        parts.append(f"{before} → {after}")
-    retry, budget = details.pop("retry", None), details.pop("of", None)
-    if retry is not None:
-        parts.append(f"retry {retry}/{budget}" if budget is not None else f"retry {retry}")
-    for key in ("delay_seconds", "seconds"):
-        delay = details.pop(key, None)
-        if delay is not None:
-            parts.append(f"in {took(float(delay) * 1000)}")
-    ran = details.pop("duration_ms", None)
-    if ran is not None:
-        parts.append(f"took {took(float(ran))}")
-    for key in ("at", "until"):  # the moment again, as a timestamp: said by the delay
-        details.pop(key, None)
-    reason = details.pop("reason", None)
-    if reason:
-        parts.append(f"why: {reason}")
-    for key, value in details.items():
-        if value is None or value == [] or value == {}:
-            continue
-        if isinstance(value, list):
-            shown = ",".join(str(item) for item in value)
-        else:
-            shown = value if isinstance(value, str) else json.dumps(value, default=str)
-        parts.append(f"{key}={shown}")
-    if parts:
-        text.append("  " + " ".join(parts), style="bright_black")
-    return text
-
-
-def timeline_row(index: int, entry: TimelineEntry, started: datetime) -> Row:
-    return Row(
-        key=str(index),
-        cells=(
-            offset((entry.timestamp - started).total_seconds()),
-            entry.actor,
-            entry.step_name or "",
-            event_text(entry),
-        ),
+def pending_text(workflow: WorkflowDetail, now: datetime) -> Text | None:
+    """Operators' actions queued behind a call in flight, and when they apply."""
+    if not workflow.pending_actions:
+        return None
+    asked = ", ".join(
+        f"{action_word(p.action)} by {p.requested_by} {age(p.requested_at, now)} ago"
+        for p in workflow.pending_actions
     )
+    text = state_text("queued", f"queued: {asked}")
+    text.append(f" · applies {waits_for_text(workflow.in_flight)}", style="bright_black")
+    return text
 
 
 def io_text(step: StepView | None) -> RenderableType:
@@ -492,6 +445,7 @@ class WorkflowDetailPane(Pane[WorkflowDetailSnapshot]):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="workflow-summary")
+        yield Static("", id="workflow-pending")
         yield KeyedTable(STEP_COLUMNS, id="workflow-steps")
         yield Static("", id="workflow-step")
         with Vertical(id="workflow-timeline-section") as timeline:
@@ -542,6 +496,10 @@ class WorkflowDetailPane(Pane[WorkflowDetailSnapshot]):
         workflow = status.workflow
         self.label = f"{workflow.workflow_name} {workflow.correlation_id}"
         self.query_one("#workflow-summary", Static).update(summary_text(snapshot))
+        pending = pending_text(workflow, snapshot.taken_at)
+        line = self.query_one("#workflow-pending", Static)
+        line.update(pending or "")
+        line.display = pending is not None  # a line only while actions wait
         self.steps_table.show_rows(self._step_rows(snapshot))
         if not self._placed_cursor:
             # Opened on the step that matters (what failed, or what runs), not the first.
@@ -559,7 +517,7 @@ class WorkflowDetailPane(Pane[WorkflowDetailSnapshot]):
         start, end = status.workflow.started_at, axis_end(status, now)
         fixed = []
         for step in status.steps:
-            spans = step_spans(step, status.execution_timeline, end_of_axis=end)
+            spans = step_spans(step, end_of_axis=end)
             cells = (
                 step_label(step, status.steps),
                 state_text(step.status),
@@ -661,16 +619,18 @@ class WorkflowDetailPane(Pane[WorkflowDetailSnapshot]):
         ref, step = self._ref(), self.selected_step
         if ref is None or step is None:
             return None
-        if step.status not in ("failed", "retrying", "pending"):
+        applies(OperatorAction.SKIP_STEP, ref)
+        if step.status not in SKIPPABLE:
             raise Unavailable(
-                f"Step {step.step_name} is {step.status}: only a failed or waiting step "
-                "can be skipped."
+                f"Step {step.step_name} is {step.status}: only a failed, uncertain or "
+                "waiting step can be skipped."
             )
         return skip_mutation(ref, self.console.engine.workflows, self._now(), step.step_name)
 
     def _failed_undos(self, ref: WorkflowRef) -> list[StepView]:
         assert self.snapshot is not None
-        failed = [s for s in self.snapshot.status.steps if s.compensation_status == "failed"]
+        steps = self.snapshot.status.steps
+        failed = [s for s in steps if s.compensation_status == CompensationStatus.FAILED]
         if not failed:
             raise Unavailable(f"No compensation of workflow {ref.label} has failed.")
         return failed
@@ -679,6 +639,7 @@ class WorkflowDetailPane(Pane[WorkflowDetailSnapshot]):
         ref = self._ref()
         if ref is None:
             return None
+        applies(OperatorAction.RETRY_COMPENSATION, ref)
         self._failed_undos(ref)
         return retry_compensation_mutation(ref, self.console.engine.workflows, self._now())
 
@@ -686,9 +647,10 @@ class WorkflowDetailPane(Pane[WorkflowDetailSnapshot]):
         ref, step = self._ref(), self.selected_step
         if ref is None:
             return None
+        applies(OperatorAction.MARK_COMPENSATED, ref)
         failed = self._failed_undos(ref)
         # The highlighted step if its undo failed; else the one that failed, if only one did.
-        if step is not None and step.compensation_status == "failed":
+        if step is not None and step.compensation_status == CompensationStatus.FAILED:
             name: str | None = step.step_name
         else:
             name = failed[0].step_name if len(failed) == 1 else None

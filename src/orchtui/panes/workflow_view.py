@@ -2,8 +2,10 @@
 
 Shared by the Workflows pane, a workflow's detail and the Overview, so a workflow is
 named and its status drawn the same way everywhere, and each operator action asks the
-same question wherever it is pressed. Whether an action is allowed in a status is the
-engine's rule: the console asks, and shows the engine's refusal if it refuses.
+same question wherever it is pressed. Statuses are the core's (orchcore.saga.status);
+which statuses an action applies to is the core's one table, ALLOWED_FROM: elsewhere
+the key says why not instead of asking. The engine still judges when it acts (the
+workflow may have moved on meanwhile), and the console shows its refusal.
 """
 
 from __future__ import annotations
@@ -17,34 +19,47 @@ from uuid import UUID
 
 from rich.text import Text
 
+from orchcore.saga.status import (
+    ACTION_VERBS,
+    ALLOWED_FROM,
+    NEEDS_PERSON,
+    TERMINAL,
+    OperatorAction,
+    WorkflowStatus,
+)
 from orchcore.saga.store import WorkflowStore
-from orchcore.saga.views import WorkflowDetail, WorkflowSummary
+from orchcore.saga.views import InFlightStep, WorkflowDetail, WorkflowSummary
 from orchtui.actions import ConsoleAction, ExtraField, Mutation, Outcome, Unavailable
-from orchtui.formatting import countdown
+from orchtui.formatting import clock_time, countdown
 from orchtui.symbols import state_style, state_symbol, state_text
 
+_S = WorkflowStatus
 #: Workflow statuses in the order the counts read: what is moving, what needs a
-#: person, then how the rest ended.
-STATUSES = (
-    "running",
-    "pending",
-    "retrying",
-    "paused",
-    "compensating",
-    "compensation_failed",
-    "failed",
-    "completed",
-    "compensated",
-    "cancelled",
+#: person, then how the rest ended. Every status of the core's, once (a test checks).
+STATUSES: tuple[WorkflowStatus, ...] = (
+    _S.RUNNING,
+    _S.PENDING,
+    _S.RETRYING,
+    _S.PAUSED,
+    _S.COMPENSATING,
+    _S.COMPENSATION_FAILED,
+    _S.FAILED,
+    _S.COMPLETED,
+    _S.COMPENSATED,
+    _S.CANCELLED,
 )
-ACTIVE_ORDER = STATUSES[:5]
-ENDED_ORDER = STATUSES[5:]
+#: Statuses a daemon may still move on by itself (or, paused, once resumed), then the
+#: ended ones: the two lines of the counts.
+ACTIVE = tuple(s for s in STATUSES if s not in TERMINAL)
+ENDED = tuple(s for s in STATUSES if s in TERMINAL)
+#: Statuses that wait for a person, in the counts' order; the console names the one
+#: there is (a compensation that kept failing) where it explains what to do.
+NEEDS_PERSON_ORDER = tuple(s for s in STATUSES if s in NEEDS_PERSON)
+NEEDS_INTERVENTION = _S.COMPENSATION_FAILED
+#: Statuses that wait for a retry due at ``next_run_at``, forward or undoing.
+WAITS_FOR_RETRY = frozenset({_S.RETRYING, _S.COMPENSATING})
 #: Where the engine's word does not fit a table column.
-SHORT_WORDS = {"compensation_failed": "comp failed"}
-#: Statuses a daemon may still move on by itself.
-ACTIVE = ("pending", "running", "retrying", "paused", "compensating")
-#: The status that waits for a person: a compensation that kept failing.
-NEEDS_INTERVENTION = "compensation_failed"
+SHORT_WORDS: dict[str, str] = {_S.COMPENSATION_FAILED: "comp failed"}
 
 
 def status_word(status: str, *, short: bool = False) -> str:
@@ -65,7 +80,7 @@ def counts_text(by_status: Mapping[str, int], *, short: bool = True) -> Text:
     ``⚠ 1 comp failed  ✖ 0 failed  ● 40 completed  ↺ 3 compensated  ◌ 0 cancelled``
     """
     lines = []
-    for group in (ACTIVE_ORDER, ENDED_ORDER):
+    for group in (ACTIVE, ENDED):
         line = Text()
         for status in group:
             count = by_status.get(status, 0)
@@ -81,6 +96,10 @@ def counts_text(by_status: Mapping[str, int], *, short: bool = True) -> Text:
 def wedding_short(wedding_id: UUID | None) -> str:
     """The first block of the wedding's id, as the CLI shows it; ``–`` for none."""
     return str(wedding_id)[:8] if wedding_id else "–"
+
+
+#: Where a workflow's status is about the step that failed (forward or undoing).
+_SAYS_WHERE_IT_FAILED = frozenset({_S.FAILED, _S.RETRYING, NEEDS_INTERVENTION})
 
 
 @dataclass(frozen=True)
@@ -105,10 +124,10 @@ class WorkflowRef:
     def now_text(self, now: datetime) -> str:
         """``✖ failed at charge_deposit (step 3/5)``: where it is, for a question."""
         text = f"{state_symbol(self.status)} {status_word(self.status)}"
-        if self.failed_step and self.status in ("failed", "retrying", NEEDS_INTERVENTION):
+        if self.failed_step and self.status in _SAYS_WHERE_IT_FAILED:
             text += f" at {self.failed_step}"
         text += f" (step {self.current_step}/{self.total_steps})"
-        if self.status in ("retrying", "compensating") and self.next_run_at is not None:
+        if self.status in WAITS_FOR_RETRY and self.next_run_at is not None:
             text += f", next attempt {countdown(self.next_run_at, now)}"
         return text
 
@@ -174,15 +193,73 @@ WORKFLOW_ACTIONS: tuple[ConsoleAction, ...] = (
 )
 
 
-def _report(label: str) -> Callable[[object], Outcome]:
-    """Says where the workflow is once the engine has taken the action."""
+def applies(action: OperatorAction, ref: WorkflowRef) -> None:
+    """Raise :class:`Unavailable` unless ``action`` applies in the workflow's status, by
+    the core's one table (ALLOWED_FROM). The engine judges again when it acts, from the
+    status it finds then; its refusal is shown as the action's failure."""
+    allowed = ALLOWED_FROM[action]
+    if ref.status in allowed:
+        return
+    word = status_word(ref.status)
+    raise Unavailable(
+        f"Workflow {ref.label} is {state_symbol(ref.status)} {word}: cannot "
+        f"{ACTION_VERBS[action]} a workflow that is {word} "
+        f"(only one {_one_of([status_word(s) for s in STATUSES if s in allowed])})."
+    )
+
+
+def _one_of(words: list[str]) -> str:
+    """``paused``; ``failed or cancelled``; ``pending, running or retrying``."""
+    if len(words) == 1:
+        return f"that is {words[0]}"
+    return f"that is {', '.join(words[:-1])} or {words[-1]}"
+
+
+def action_word(action: str) -> str:
+    """``pause``; ``skip_step`` reads ``skip step``."""
+    return action.replace("_", " ")
+
+
+def waits_for_text(in_flight: list[InFlightStep]) -> str:
+    """When a queued action applies: ``when charge_deposit's attempt ends (by 12:03:14)``.
+
+    The daemon applies it at its next commit, once every call in flight has ended, so
+    the latest deadline is when it applies at the latest."""
+    if not in_flight:
+        return "at the driving daemon's next commit"
+    calls = [
+        f"{step.step_name}'s {'undo' if step.direction == 'compensate' else 'attempt'}"
+        for step in in_flight
+    ]
+    named = calls[0] if len(calls) == 1 else f"{', '.join(calls[:-1])} and {calls[-1]}"
+    text = f"when {named} {'ends' if len(calls) == 1 else 'end'}"
+    deadlines = [step.deadline for step in in_flight if step.deadline is not None]
+    if deadlines:
+        text += f" (by {clock_time(max(deadlines))})"
+    return text
+
+
+def _report(ref: WorkflowRef, action: OperatorAction) -> Callable[[object], Outcome]:
+    """Says where the workflow is once the engine has taken the action, or, when a daemon
+    has a call in flight, that the action is queued and when it applies: not done yet."""
 
     def report(result: object) -> Outcome:
         assert isinstance(result, WorkflowDetail)
+        if any(pending.action == action for pending in result.pending_actions):
+            queued = f"{action_word(action)} queued: applies {waits_for_text(result.in_flight)}"
+            return Outcome(queued)
         status = result.current_status
-        return Outcome(f"{label} is {state_symbol(status)} {status_word(status)}")
+        return Outcome(f"Workflow {ref.label} is {state_symbol(status)} {status_word(status)}")
 
     return report
+
+
+#: What a retry does to idempotency keys (the engine's rule, said before it is done).
+_KEYS_ON_RETRY = (
+    "A step that may have taken effect keeps its idempotency key (its service answers "
+    "a repeat without doing it twice); one that failed with a definite answer starts a "
+    "new generation of its key."
+)
 
 
 def retry_mutation(
@@ -193,21 +270,19 @@ def retry_mutation(
     from_step: tuple[str, int] | None = None,
 ) -> Mutation:
     """Retry where it failed, or (``from_step``: name and order) from a step on."""
+    applies(OperatorAction.RETRY, ref)
     if from_step is None:
         request: dict[str, Any] = {"retry_strategy": "current_step"}
         question = f"Retry workflow {ref.label}?"
         what = (
-            "The failed or waiting step runs again, with the same idempotency key; "
-            "the steps done before it are kept."
+            "The failed or waiting step runs again; the steps done before it are kept. "
+            f"{_KEYS_ON_RETRY}"
         )
     else:
         name, order = from_step
         request = {"retry_strategy": "from_step", "from_step": order}
         question = f"Retry workflow {ref.label} from step {name}?"
-        what = (
-            f"{name} and every step after it run again, with the same idempotency keys "
-            "(a careful participant answers a repeat without doing it twice)."
-        )
+        what = f"{name} and every step after it run again. {_KEYS_ON_RETRY}"
 
     async def retry(actor: str, reason: str) -> WorkflowDetail:
         return await store.retry(ref.id, {**request, "reason": reason}, actor=actor)
@@ -219,11 +294,13 @@ def retry_mutation(
         verb="Retry",
         perform=retry,
         done=f"Retried workflow {ref.label}",
-        report=_report(f"Workflow {ref.label}"),
+        report=_report(ref, OperatorAction.RETRY),
     )
 
 
 def compensate_mutation(ref: WorkflowRef, store: WorkflowStore, now: datetime) -> Mutation:
+    applies(OperatorAction.COMPENSATE, ref)
+
     async def compensate(actor: str, reason: str) -> WorkflowDetail:
         return await store.compensate(
             ref.id, {"reason": reason, "compensation_strategy": "all"}, actor=actor
@@ -239,13 +316,13 @@ def compensate_mutation(ref: WorkflowRef, store: WorkflowStore, now: datetime) -
         verb="Compensate",
         perform=compensate,
         done=f"Compensating workflow {ref.label}",
-        report=_report(f"Workflow {ref.label}"),
+        report=_report(ref, OperatorAction.COMPENSATE),
     )
 
 
 def pause_mutation(ref: WorkflowRef, store: WorkflowStore, now: datetime) -> Mutation:
     """Pause, or resume when it is paused: one key, the status decides which."""
-    if ref.status == "paused":
+    if ref.status in ALLOWED_FROM[OperatorAction.RESUME]:
 
         async def resume(actor: str, reason: str) -> WorkflowDetail:
             return await store.resume(ref.id, actor=actor, reason=reason)
@@ -257,8 +334,10 @@ def pause_mutation(ref: WorkflowRef, store: WorkflowStore, now: datetime) -> Mut
             verb="Resume",
             perform=resume,
             done=f"Resumed workflow {ref.label}",
-            report=_report(f"Workflow {ref.label}"),
+            report=_report(ref, OperatorAction.RESUME),
         )
+
+    applies(OperatorAction.PAUSE, ref)
 
     async def pause(actor: str, reason: str) -> WorkflowDetail:
         return await store.pause(ref.id, actor=actor, reason=reason)
@@ -273,11 +352,13 @@ def pause_mutation(ref: WorkflowRef, store: WorkflowStore, now: datetime) -> Mut
         verb="Pause",
         perform=pause,
         done=f"Paused workflow {ref.label}",
-        report=_report(f"Workflow {ref.label}"),
+        report=_report(ref, OperatorAction.PAUSE),
     )
 
 
 def cancel_mutation(ref: WorkflowRef, store: WorkflowStore, now: datetime) -> Mutation:
+    applies(OperatorAction.CANCEL, ref)
+
     async def cancel(actor: str, reason: str) -> WorkflowDetail:
         return await store.cancel(ref.id, actor=actor, reason=reason)
 
@@ -291,7 +372,7 @@ def cancel_mutation(ref: WorkflowRef, store: WorkflowStore, now: datetime) -> Mu
         verb="Cancel workflow",
         perform=cancel,
         done=f"Cancelled workflow {ref.label}",
-        report=_report(f"Workflow {ref.label}"),
+        report=_report(ref, OperatorAction.CANCEL),
     )
 
 
@@ -312,6 +393,7 @@ def skip_mutation(
     ref: WorkflowRef, store: WorkflowStore, now: datetime, step_name: str | None
 ) -> Mutation:
     """Treat a failed step as done with an output the operator types (``{}`` if none)."""
+    applies(OperatorAction.SKIP_STEP, ref)
     if step_name is None:
         raise Unavailable(f"Workflow {ref.label} has no failed step to skip.")
     output = ExtraField(
@@ -335,12 +417,14 @@ def skip_mutation(
         verb="Skip",
         perform=skip,
         done=f"Skipped {step_name} of workflow {ref.label}",
-        report=_report(f"Workflow {ref.label}"),
+        report=_report(ref, OperatorAction.SKIP_STEP),
         extra=output,
     )
 
 
 def retry_compensation_mutation(ref: WorkflowRef, store: WorkflowStore, now: datetime) -> Mutation:
+    applies(OperatorAction.RETRY_COMPENSATION, ref)
+
     async def retry_compensation(actor: str, reason: str) -> WorkflowDetail:
         return await store.retry_compensation(ref.id, actor=actor, reason=reason)
 
@@ -354,7 +438,7 @@ def retry_compensation_mutation(ref: WorkflowRef, store: WorkflowStore, now: dat
         verb="Retry compensation",
         perform=retry_compensation,
         done=f"Compensating workflow {ref.label} again",
-        report=_report(f"Workflow {ref.label}"),
+        report=_report(ref, OperatorAction.RETRY_COMPENSATION),
     )
 
 
@@ -362,6 +446,7 @@ def mark_compensated_mutation(
     ref: WorkflowRef, store: WorkflowStore, now: datetime, step_name: str | None
 ) -> Mutation:
     """Record that a person undid the step by hand (every failed undo when no step)."""
+    applies(OperatorAction.MARK_COMPENSATED, ref)
     what = f"the undo of {step_name}" if step_name else "every failed undo"
 
     async def mark(actor: str, note: str) -> WorkflowDetail:
@@ -377,6 +462,6 @@ def mark_compensated_mutation(
         verb="Mark done",
         perform=mark,
         done=f"Marked {what} of workflow {ref.label} done",
-        report=_report(f"Workflow {ref.label}"),
+        report=_report(ref, OperatorAction.MARK_COMPENSATED),
         reason_label="What was done by hand, recorded as the note (Enter confirms):",
     )

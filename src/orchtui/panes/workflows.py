@@ -20,6 +20,7 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
 from orchcore import Orch
+from orchcore.saga.status import OperatorAction, WorkflowStatus
 from orchcore.saga.views import GetWorkflowsResponse, WorkflowSummary
 from orchtui.actions import ConsoleAction, Mutation, Unavailable
 from orchtui.formatting import age, countdown, took
@@ -28,8 +29,11 @@ from orchtui.panes.workflow_detail import WorkflowDetailPane
 from orchtui.panes.workflow_view import (
     ACTIVE,
     NEEDS_INTERVENTION,
+    NEEDS_PERSON_ORDER,
+    WAITS_FOR_RETRY,
     WORKFLOW_ACTIONS,
     WorkflowRef,
+    applies,
     cancel_mutation,
     compensate_mutation,
     counts_text,
@@ -65,13 +69,19 @@ COLUMNS = (
 class QuickFilter:
     key: str
     name: str
-    statuses: tuple[str, ...] | None  # None: every status
+    statuses: tuple[WorkflowStatus, ...] | None  # None: every status
     explanation: str
 
     @property
     def action(self) -> str:
         return f"show_{self.name.split()[0]}"
 
+
+_S = WorkflowStatus
+#: Ended without completing: what went wrong, undone or not.
+NOT_COMPLETED = (_S.FAILED, _S.COMPENSATION_FAILED, _S.COMPENSATED)
+#: Where the note column names the step it failed at (forward, or its undo).
+_NAMES_FAILED_STEP = frozenset(NOT_COMPLETED)
 
 QUICK_FILTERS: tuple[QuickFilter, ...] = (
     QuickFilter("1", "all", None, "Show every workflow"),
@@ -81,17 +91,17 @@ QUICK_FILTERS: tuple[QuickFilter, ...] = (
         ACTIVE,
         "Show workflows not ended: pending, running, retrying, paused, compensating",
     ),
-    QuickFilter("3", "retrying", ("retrying",), "Show workflows waiting to retry a step"),
+    QuickFilter("3", "retrying", (_S.RETRYING,), "Show workflows waiting to retry a step"),
     QuickFilter(
         "4",
         "intervention",
-        (NEEDS_INTERVENTION,),
+        NEEDS_PERSON_ORDER,
         "Show workflows needing intervention (a compensation kept failing)",
     ),
     QuickFilter(
         "5",
         "failed",
-        ("failed", NEEDS_INTERVENTION, "compensated"),
+        NOT_COMPLETED,
         "Show workflows that did not complete: failed, compensation failed, compensated",
     ),
 )
@@ -108,7 +118,7 @@ class WorkflowsSnapshot:
 
 
 async def fetch_workflows(orch: Orch, quick: QuickFilter = QUICK_FILTERS[0]) -> WorkflowsSnapshot:
-    statuses = list(quick.statuses) if quick.statuses is not None else None
+    statuses = [str(s) for s in quick.statuses] if quick.statuses is not None else None
     listing = await orch.workflows.list_workflows(status=statuses, limit=LIMIT)
     return WorkflowsSnapshot(listing=listing, quick=quick, taken_at=orch.clock.now())
 
@@ -121,11 +131,11 @@ def note_text(workflow: WorkflowSummary, now: datetime) -> Text:
     """What holds it up: when it tries again, or the step that failed (the status column
     carries the symbol, so this is words only)."""
     status = workflow.current_status
-    if status in ("retrying", "compensating") and workflow.next_run_at is not None:
+    if status in WAITS_FOR_RETRY and workflow.next_run_at is not None:
         return Text(f"next {countdown(workflow.next_run_at, now)}", style=state_style(status))
-    if status in ("failed", NEEDS_INTERVENTION, "compensated") and workflow.failed_step:
+    if status in _NAMES_FAILED_STEP and workflow.failed_step:
         return Text(workflow.failed_step, style=state_style(status))
-    if status == "running" and workflow.lease_owner:
+    if status == _S.RUNNING and workflow.lease_owner:
         return Text(f"on {workflow.lease_owner}", style="bright_black")
     return Text("")
 
@@ -157,9 +167,9 @@ def workflow_line(workflow: WorkflowSummary, now: datetime) -> Text:
     status = workflow.current_status
     text.append_text(status_text(status))
     text.append(f" · step {workflow.current_step}/{workflow.total_steps}")
-    if status in ("retrying", "compensating") and workflow.next_run_at is not None:
+    if status in WAITS_FOR_RETRY and workflow.next_run_at is not None:
         text.append(f" · next attempt {countdown(workflow.next_run_at, now)}")
-    if workflow.error_message and status != "completed":
+    if workflow.error_message and status != _S.COMPLETED:
         where = f" {workflow.failed_step}" if workflow.failed_step else ""
         what = "undo of" if status == NEEDS_INTERVENTION else "at"
         text.append(f"\nwhy: {what}{where}: {workflow.error_message}", style="bright_black")
@@ -351,10 +361,11 @@ class WorkflowsPane(Pane[WorkflowsSnapshot]):
         ref = self._ref()
         if ref is None:
             return None
-        step = ref.failed_step if ref.status == "failed" else None
-        if step is None and ref.status in ("retrying", "paused"):
+        applies(OperatorAction.SKIP_STEP, ref)
+        # Only a failed workflow names its step here; otherwise the steps are in the detail.
+        if ref.status != _S.FAILED or ref.failed_step is None:
             raise Unavailable(f"Open workflow {ref.label} (Enter) and pick the step to skip there.")
-        return skip_mutation(ref, self.console.engine.workflows, self._now(), step)
+        return skip_mutation(ref, self.console.engine.workflows, self._now(), ref.failed_step)
 
 
 __all__ = ["QUICK_FILTERS", "WorkflowsPane", "WorkflowsSnapshot", "fetch_workflows"]
