@@ -104,7 +104,11 @@ class Env:
                 return
             await self.clock.advance(step)
             await asyncio.sleep(0.01)
-        raise AssertionError(f"{workflow_id} stuck in {await self.status(workflow_id)}")
+        status = await self.orch.workflows.status(workflow_id)
+        story = [(e.event, e.step_name, e.actor) for e in status.execution_timeline]
+        raise AssertionError(
+            f"{workflow_id} stuck in {status.workflow.current_status}; its timeline: {story}"
+        )
 
 
 async def register_participants(orch: Orch, services: dict[str, Participant]) -> None:

@@ -18,9 +18,3 @@ async def _orch_error(_request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(OrchError, _orch_error)
-
-
-def export_problem(problems: list[str]) -> OrchError:
-    """An export that would not validate is our bug, not the caller's: say what failed."""
-    error = OrchError("exported documents failed validation: " + "; ".join(problems))
-    return error

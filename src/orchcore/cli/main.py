@@ -1,7 +1,8 @@
 """The `orch` entry point: verbs, and one place that turns errors into exit codes.
 
 Exit codes: 0 success, 1 failure (not found, conflict, database unreachable),
-2 bad input (usage or validation; one line naming the field), 130 interrupted.
+2 bad input (usage or validation; one line naming the field), 3 `orch mesh export
+--strict` with something left out, 130 interrupted.
 """
 
 from __future__ import annotations
