@@ -54,6 +54,12 @@ class PermissionDeniedError(OrchError):
     http_status = 403
 
 
+class PayloadTooLarge(OrchError):
+    """A message over its queue's size limit: refused whole, nothing stored."""
+
+    http_status = 413
+
+
 class NoHealthyInstanceError(OrchError):
     """Discovery found nothing to route to; says what the instances are doing."""
 

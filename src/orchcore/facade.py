@@ -19,6 +19,7 @@ import asyncpg
 
 from orchcore.alerts import AlertStore
 from orchcore.auth import TokenStore
+from orchcore.bus import MessageBus
 from orchcore.callpath.caller import ServiceCaller
 from orchcore.callpath.events import ServiceEventRecorder
 from orchcore.callpath.identity import ORCH_IDENTITIES
@@ -92,6 +93,7 @@ class Orch:
         self.workflows = WorkflowStore(
             db, clock, self.workflow_definitions, known_source=self.is_known_source
         )
+        self.bus = MessageBus(db, clock, listener)
 
     @classmethod
     async def open(
@@ -179,6 +181,7 @@ class Orch:
             await self.mesh.stop()
             self._caller = None
         await self.discovery.stop()
+        await self.bus.close()
         if self.listener is not None:
             await self.listener.stop()
         await self.db.close()

@@ -3,13 +3,22 @@
 Every process that opens the database (daemon, console, CLI, demo) calls
 :func:`migrate`. A session-level advisory lock serialises them: the first applies
 what is missing, the others wait and then find nothing to do.
+
+PGMQ, the message bus's storage, is installed under the same lock before the first
+migration that uses it: the ``pgmq`` extension where the server has one (Supabase,
+a server with the extension packaged), otherwise the SQL-only build that the ``pgmq``
+wheel ships. Which one, and its version, is recorded in ``orch_pgmq``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
-from importlib import resources
+from importlib import metadata, resources
+from pathlib import Path
+
+import asyncpg
 
 from orchcore.db.pool import Connection
 from orchcore.db.queries import Queries
@@ -18,6 +27,10 @@ from orchcore.db.queries import Queries
 MIGRATION_LOCK_KEY = 7_400_2026
 
 Q = Queries("orchcore.db")
+log = logging.getLogger("orch.db")
+
+#: The distribution whose wheel carries PGMQ's SQL-only build (pinned in pyproject.toml).
+PGMQ_DISTRIBUTION = "pgmq"
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,7 @@ async def migrate(conn: Connection) -> list[Migration]:
     await conn.execute(Q.take_migration_lock, MIGRATION_LOCK_KEY)
     try:
         await conn.execute(Q.create_migration_ledger)
+        await install_pgmq(conn)
         done = {row["version"]: row["checksum"] for row in await conn.fetch(Q.applied_migrations)}
         for migration in available_migrations():
             if migration.version in done:
@@ -67,3 +81,93 @@ async def pending_migrations(conn: Connection) -> list[Migration]:
     if await conn.fetchval(Q.migration_ledger_exists):
         done = {row["version"] for row in await conn.fetch(Q.applied_migrations)}
     return [m for m in available_migrations() if m.version not in done]
+
+
+@dataclass(frozen=True)
+class PgmqInstall:
+    """Which PGMQ the database runs: ``source`` is 'extension', 'sql' (orch installed
+    the bundled SQL build) or 'found' (a SQL build someone else installed)."""
+
+    version: str
+    source: str
+
+
+def bundled_pgmq() -> tuple[str, str]:
+    """(version, install script) of the SQL-only build in the ``pgmq`` wheel.
+
+    Read as files of the installed distribution: importing ``pgmq`` (even
+    ``importlib.resources.files("pgmq")``) would import its client and psycopg."""
+    try:
+        dist = metadata.distribution(PGMQ_DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        raise RuntimeError(
+            "the 'pgmq' package (which ships PGMQ's SQL) is not installed; pip install pgmq"
+        ) from None
+    folder = Path(str(dist.locate_file("pgmq/sql")))
+    version_lines = folder.joinpath("VERSION").read_text("utf-8").splitlines()
+    version = next(
+        (line.strip() for line in version_lines if line.strip() and not line.startswith("#")),
+        "unknown",
+    )
+    return version, folder.joinpath("pgmq.sql").read_text("utf-8")
+
+
+async def install_pgmq(conn: Connection) -> PgmqInstall | None:
+    """Install PGMQ once; return what was installed now (None when it was there already).
+
+    Runs under the migration lock. The SQL build cannot be applied twice (its types
+    have no IF NOT EXISTS), so what is recorded decides, not what the schema looks like.
+    """
+    await conn.execute(Q.create_pgmq_ledger)
+    recorded = await conn.fetchrow(Q.recorded_pgmq)
+    if recorded is not None:
+        await _follow_extension_upgrade(conn, recorded["version"], recorded["source"])
+        return None
+    async with conn.transaction():
+        installed = await _install_pgmq_now(conn)
+        await conn.execute(Q.record_pgmq, installed.version, installed.source)
+    log.info("PGMQ %s installed (%s)", installed.version, installed.source)
+    return installed
+
+
+async def _install_pgmq_now(conn: Connection) -> PgmqInstall:
+    version = await conn.fetchval(Q.pgmq_extension_version)
+    if version is not None:
+        return PgmqInstall(version, "extension")
+    if await conn.fetchval(Q.pgmq_schema_present):
+        return PgmqInstall("unknown", "found")
+    if await conn.fetchval(Q.pgmq_extension_available):
+        try:
+            async with conn.transaction():  # a savepoint: a refusal leaves nothing behind
+                await conn.execute(Q.create_pgmq_extension)
+        except asyncpg.PostgresError as exc:  # no privilege to create it, say
+            log.info("PGMQ extension available but not created (%s); using its SQL build", exc)
+        else:
+            return PgmqInstall(await conn.fetchval(Q.pgmq_extension_version), "extension")
+    bundled_version, script = bundled_pgmq()
+    await conn.execute(script)
+    return PgmqInstall(bundled_version, "sql")
+
+
+async def _follow_extension_upgrade(conn: Connection, recorded: str, source: str) -> None:
+    """After ``ALTER EXTENSION pgmq UPDATE`` the ledger records the new version."""
+    if source != "extension":
+        bundled_version, _ = bundled_pgmq()
+        if source == "sql" and bundled_version != recorded:
+            log.warning(
+                "PGMQ %s is installed but this orch bundles %s; see docs/BUS.md on upgrades",
+                recorded,
+                bundled_version,
+            )
+        return
+    current = await conn.fetchval(Q.pgmq_extension_version)
+    if current is not None and current != recorded:
+        await conn.execute(Q.record_pgmq, current, source)
+
+
+async def pgmq_in_use(conn: Connection) -> PgmqInstall | None:
+    """The PGMQ recorded for this database (None before the first migration)."""
+    if not await conn.fetchval(Q.pgmq_ledger_exists):
+        return None
+    row = await conn.fetchrow(Q.recorded_pgmq)
+    return PgmqInstall(row["version"], row["source"]) if row is not None else None

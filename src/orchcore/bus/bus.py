@@ -1,0 +1,523 @@
+"""MessageBus: queues, topics, at-least-once delivery and dead letters, on PGMQ.
+
+The hot path is the PGMQ call a raw client makes, plus what orch checks in memory
+(the queue's cached settings, the producer or consumer, the size): a send is one
+``pgmq.send``, a receive one ``orch_bus_receive`` (pgmq.read, plus expiry and
+dead-lettering in the same statement), an ack one delete. Their log events go to the
+batched writer (see :mod:`orchcore.bus.logs` for why).
+
+Delivery times are the database's: PGMQ's visibility timeouts run on its clock, so a
+long poll waits in real time (asyncio), not on the engine's clock. Registry rows, audit
+entries and depth samples use the engine's clock like the rest of orch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from orchcore.bus import envelope
+from orchcore.bus.dead_letters import DeadLetters
+from orchcore.bus.depth import QueueDepths
+from orchcore.bus.logs import LogRecord, MessageLogWriter, event_record, write_now
+from orchcore.bus.models import (
+    CreateMessageQueueRequest,
+    DeadLetter,
+    DeadLetterActionResponse,
+    DepthSample,
+    ExtendRequest,
+    GetQueueMessagesResponse,
+    MessageEvent,
+    MessageQueue,
+    NackRequest,
+    PurgeRequest,
+    QueueMetrics,
+    QueueType,
+    ReceiveRequest,
+    ReceiveResponse,
+    RedriveRequest,
+    SendMessageRequest,
+    SendMessageResponse,
+    UpdateMessageQueueRequest,
+)
+from orchcore.bus.registry import QueueConfig, QueueRegistry, check_routing_key
+from orchcore.bus.wakeups import SAFETY_SECONDS, QueueWakeups
+from orchcore.clock import Clock
+from orchcore.db import Connection, Database, Queries
+from orchcore.db.listen import NotificationListener
+from orchcore.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationFailed
+from orchcore.validation import parse
+
+Q = Queries("orchcore.bus")
+
+#: The consumer named in logs when an operator (no service token) receives.
+OPERATOR = "operator"
+
+
+@dataclass(frozen=True)
+class PreparedSend:
+    """Sends checked against their queue and encoded, ready for one statement.
+
+    The saga outbox prepares before its transaction and sends inside it
+    (:meth:`MessageBus.send_prepared`), so the event commits with the step."""
+
+    queue: QueueConfig
+    messages: list[envelope.EncodedMessage]
+    producer: str | None
+    actor: str
+
+
+def message_id_of(message_id: str) -> int:
+    if not message_id.isdigit():
+        raise ValidationFailed("message_id", "not a PGMQ message id (digits only)")
+    return int(message_id)
+
+
+class MessageBus:
+    def __init__(
+        self, db: Database, clock: Clock, listener: NotificationListener | None = None
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self.registry = QueueRegistry(db, clock, listener)
+        self.logs = MessageLogWriter(db)
+        self._wakeups = QueueWakeups(db.dsn)
+        self._dead = DeadLetters(db, clock, self.registry)
+        self._depths = QueueDepths(db, clock, self.registry)
+
+    async def close(self) -> None:
+        await self._wakeups.close()
+        await self.logs.close()
+
+    # -- queues ---------------------------------------------------------------------------
+
+    async def create_queue(
+        self, request: CreateMessageQueueRequest | dict[str, Any], *, actor: str
+    ) -> MessageQueue:
+        return await self.registry.create(request, actor=actor)
+
+    async def update_queue(
+        self, name: str, request: UpdateMessageQueueRequest | dict[str, Any], *, actor: str
+    ) -> MessageQueue:
+        return await self.registry.update(name, request, actor=actor)
+
+    async def deactivate_queue(self, name: str, *, actor: str, reason: str) -> MessageQueue:
+        return await self.registry.set_active(name, False, actor=actor, reason=reason)
+
+    async def reactivate_queue(self, name: str, *, actor: str, reason: str) -> MessageQueue:
+        return await self.registry.set_active(name, True, actor=actor, reason=reason)
+
+    async def list_queues(self, *, include_inactive: bool = False) -> list[MessageQueue]:
+        return await self.registry.list(include_inactive=include_inactive)
+
+    async def get_queue(self, name: str) -> MessageQueue:
+        return await self.registry.get(name)
+
+    # -- sending --------------------------------------------------------------------------
+
+    async def send(
+        self, request: SendMessageRequest | dict[str, Any], *, producer: str | None, actor: str
+    ) -> SendMessageResponse:
+        req = parse(SendMessageRequest, request)
+        prepared = await self.prepare_send(req.queue_name, [req], producer=producer, actor=actor)
+        return (await self._send(self._db, prepared, durable_log=False))[0]
+
+    async def send_batch(
+        self,
+        queue_name: str,
+        messages: list[SendMessageRequest | dict[str, Any]],
+        *,
+        producer: str | None,
+        actor: str,
+    ) -> list[SendMessageResponse]:
+        """All or nothing: one refused message refuses the batch."""
+        if not messages:
+            return []
+        prepared = await self.prepare_send(queue_name, messages, producer=producer, actor=actor)
+        async with self._db.transaction() as conn:
+            return await self._send(conn, prepared, durable_log=False)
+
+    async def prepare_send(
+        self,
+        queue_name: str,
+        messages: list[SendMessageRequest | dict[str, Any]],
+        *,
+        producer: str | None,
+        actor: str,
+    ) -> PreparedSend:
+        """Check and encode sends to one queue (or topic); raise what refuses them."""
+        requests = [_with_queue(m, queue_name, index) for index, m in enumerate(messages)]
+        queue = await self.registry.config(queue_name)
+        if not queue.is_active:
+            raise ConflictError(f"queue {queue_name!r} is inactive: it takes no messages")
+        if producer is not None and producer not in queue.producers:
+            raise PermissionDeniedError(
+                f"service {producer!r} is not a producer of queue {queue_name!r}"
+            )
+        encoded = []
+        for req in requests:
+            if queue.queue_type is QueueType.TOPIC:
+                check_routing_key(req.message_type)
+                if not queue.accepts_type(req.message_type):
+                    raise ValidationFailed(
+                        "message_type",
+                        f"topic {queue_name!r} takes {queue.message_pattern!r} only",
+                    )
+            encoded.append(
+                envelope.encode(
+                    req, queue_name=queue_name, producer=producer, max_size=queue.max_message_size
+                )
+            )
+        return PreparedSend(queue, encoded, producer, actor)
+
+    async def send_prepared(
+        self, conn: Connection, prepared: PreparedSend
+    ) -> list[SendMessageResponse]:
+        """Send in the caller's transaction; the log is written in it too."""
+        return await self._send(conn, prepared, durable_log=True)
+
+    async def _send(
+        self, conn: Connection | Database, prepared: PreparedSend, *, durable_log: bool
+    ) -> list[SendMessageResponse]:
+        queue = prepared.queue
+        if queue.queue_type is QueueType.TOPIC:
+            responses, records = await _send_to_topic(conn, prepared)
+        elif len(prepared.messages) == 1:
+            msg = prepared.messages[0]
+            row = await conn.fetchrow(
+                Q.send_message, queue.name, msg.message, msg.headers, msg.ttl_seconds,
+                msg.delay_seconds,
+            )  # fmt: skip
+            assert row is not None
+            responses = [_response(queue.name, row["msg_id"], msg)]
+            records = [_produced(queue.name, row["msg_id"], row["enqueued_at"], msg, prepared)]
+        else:
+            responses, records = await _send_batch(conn, queue.name, prepared)
+        if durable_log:
+            assert not isinstance(conn, Database)
+            await write_now(conn, records)
+        else:
+            self.logs.record(records)
+        return responses
+
+    # -- pulling --------------------------------------------------------------------------
+
+    async def receive(
+        self, queue_name: str, request: ReceiveRequest | dict[str, Any], *, consumer: str | None
+    ) -> ReceiveResponse:
+        req = parse(ReceiveRequest, request)
+        queue = await self._consumable(queue_name, consumer)
+        rows = await self._read(queue, req, consumer)
+        if not rows and req.wait_seconds > 0:
+            rows = await self._wait_and_read(queue, req, consumer)
+        who = consumer or OPERATOR
+        self.logs.record(
+            [
+                event_record(
+                    queue.name, row["msg_id"], MessageEvent.DELIVERED, row["last_read_at"],
+                    consumer_service=who, retry_count=row["read_ct"] - 1,
+                    delivered_at=row["last_read_at"], produced_at=row["enqueued_at"],
+                    **_envelope_facts(row["message"]),
+                )
+                for row in rows
+            ]
+        )  # fmt: skip
+        return ReceiveResponse(messages=[envelope.received(row) for row in rows])
+
+    async def _read(
+        self, queue: QueueConfig, req: ReceiveRequest, consumer: str | None
+    ) -> list[Any]:
+        return await self._db.fetch(
+            Q.receive, queue.name, req.visibility_timeout_seconds, req.max_messages,
+            queue.max_deliveries, queue.dlq, consumer or OPERATOR,
+        )  # fmt: skip
+
+    async def _wait_and_read(
+        self, queue: QueueConfig, req: ReceiveRequest, consumer: str | None
+    ) -> list[Any]:
+        """Long poll: read again on each insert notification, each visibility timeout
+        that runs out, and at the latest every SAFETY_SECONDS, until the deadline."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + req.wait_seconds
+        while True:
+            signal = await self._wakeups.signal(queue.name)
+            ticket = signal.ticket()  # before the read: an insert after it wakes us
+            rows = await self._read(queue, req, consumer)
+            remaining = deadline - loop.time()
+            if rows or remaining <= 0:
+                return rows
+            next_visible = await self._db.fetchval(Q.next_visible_in, queue.name)
+            timeout = min(remaining, SAFETY_SECONDS)
+            if next_visible is not None:
+                timeout = min(timeout, max(next_visible, 0.0) + 0.005)
+            await signal.wait(ticket, timeout)
+
+    async def _consumable(self, queue_name: str, consumer: str | None) -> QueueConfig:
+        queue = await self.registry.config(queue_name)
+        if consumer is not None and consumer not in queue.consumers:
+            raise PermissionDeniedError(
+                f"service {consumer!r} is not a consumer of queue {queue_name!r}"
+            )
+        if queue.queue_type is QueueType.TOPIC:
+            raise ConflictError(
+                f"{queue_name!r} is a topic: consume from the queues bound to its messages"
+            )
+        return queue
+
+    async def ack(self, queue_name: str, message_id: str, *, consumer: str | None) -> None:
+        await self.ack_batch(queue_name, [message_id], consumer=consumer)
+
+    async def ack_batch(
+        self, queue_name: str, message_ids: list[str], *, consumer: str | None
+    ) -> list[str]:
+        """Ack several messages in one statement; returns the ids acked. A single unknown
+        id is NotFoundError; in a batch, the ids not in the queue are left out."""
+        ids = [message_id_of(m) for m in message_ids]
+        queue = await self._consumable(queue_name, consumer)
+        rows = await self._db.fetch(Q.ack, queue.name, ids)
+        if not rows and len(ids) == 1:
+            raise NotFoundError("message", f"{queue_name}/{message_ids[0]}")
+        who = consumer or OPERATOR
+        records = []
+        for row in rows:
+            processing = None
+            if row["last_read_at"] is not None:
+                processing = int((row["acked_at"] - row["last_read_at"]).total_seconds() * 1000)
+            records.append(
+                event_record(
+                    queue.name, row["msg_id"], MessageEvent.ACKED, row["acked_at"],
+                    consumer_service=who, retry_count=max(row["read_ct"] - 1, 0),
+                    consumed_at=row["acked_at"], processing_time_ms=processing,
+                    produced_at=row["enqueued_at"], message_type=row["message_type"],
+                    correlation_id=row["correlation_id"], producer_service=row["producer"],
+                )
+            )  # fmt: skip
+        self.logs.record(records)
+        return [str(row["msg_id"]) for row in rows]
+
+    async def nack(
+        self,
+        queue_name: str,
+        message_id: str,
+        request: NackRequest | dict[str, Any],
+        *,
+        consumer: str | None,
+    ) -> str:
+        """Give a message back; returns 'retry', or 'dead_lettered' (or 'failed' without a
+        dead-letter queue) when that was its last allowed delivery."""
+        req = parse(NackRequest, request)
+        msg_id = message_id_of(message_id)
+        queue = await self._consumable(queue_name, consumer)
+        who = consumer or OPERATOR
+        row = await self._db.fetchrow(
+            Q.nack, queue.name, msg_id, req.delay_seconds, req.error_message,
+            queue.max_deliveries, queue.dlq, who,
+        )  # fmt: skip
+        if row is None:
+            raise NotFoundError("message", f"{queue_name}/{message_id}")
+        outcome: str = row["outcome"]
+        if outcome == "retry":  # a burial is logged by the statement that buries
+            self.logs.record(
+                [
+                    event_record(
+                        queue.name, msg_id, MessageEvent.FAILED, row["at"],
+                        consumer_service=who, retry_count=row["read_ct"] - 1,
+                        error_message=req.error_message or "given back by the consumer",
+                        produced_at=row["enqueued_at"], **_envelope_facts(row["message"]),
+                    )
+                ]
+            )  # fmt: skip
+        return outcome
+
+    async def extend(
+        self,
+        queue_name: str,
+        message_id: str,
+        request: ExtendRequest | dict[str, Any],
+        *,
+        consumer: str | None,
+    ) -> None:
+        """Keep a message invisible for visibility_timeout_seconds more, from now."""
+        req = parse(ExtendRequest, request)
+        msg_id = message_id_of(message_id)
+        queue = await self._consumable(queue_name, consumer)
+        found = await self._db.fetchval(
+            Q.extend, queue.name, msg_id, req.visibility_timeout_seconds
+        )
+        if found is None:
+            raise NotFoundError("message", f"{queue_name}/{message_id}")
+
+    async def dead_letter(
+        self, queue_name: str, message_id: str, *, error: str, consumer: str | None
+    ) -> str | None:
+        """Bury a message now, whatever its deliveries (a push answered 4xx: a retry
+        cannot help). Returns its id in the dead-letter queue (None without one)."""
+        msg_id = message_id_of(message_id)
+        queue = await self._consumable(queue_name, consumer)
+        dead_id = await self._db.fetchval(
+            Q.dead_letter_now, queue.name, msg_id, error, queue.dlq, consumer or OPERATOR
+        )
+        if dead_id is None:
+            raise NotFoundError("message", f"{queue_name}/{message_id}")
+        return str(dead_id) if dead_id else None
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def queue_messages(
+        self, queue_name: str, *, limit: int = 100
+    ) -> GetQueueMessagesResponse:
+        await self.logs.flush()
+        return await self._depths.queue_messages(queue_name, limit=limit)
+
+    async def metrics(self, queue_name: str) -> QueueMetrics:
+        return await self._depths.metrics(queue_name)
+
+    async def all_metrics(self) -> dict[str, QueueMetrics]:
+        return await self._depths.all_metrics()
+
+    async def depth_history(self, queue_name: str, *, since: datetime) -> list[DepthSample]:
+        return await self._depths.depth_history(queue_name, since=since)
+
+    async def sample_depths(self, *, min_interval_seconds: float = 1.0) -> int:
+        return await self._depths.sample(min_interval_seconds=min_interval_seconds)
+
+    async def enforce_retention(self) -> int:
+        await self.logs.flush()
+        return await self._depths.enforce_retention()
+
+    async def flush_logs(self) -> None:
+        await self.logs.flush()
+
+    # -- dead letters -----------------------------------------------------------------------
+
+    async def dead_letters(self, queue_name: str, *, limit: int = 100) -> list[DeadLetter]:
+        return await self._dead.list(queue_name, limit=limit)
+
+    async def redrive(
+        self, queue_name: str, request: RedriveRequest | dict[str, Any], *, actor: str
+    ) -> DeadLetterActionResponse:
+        return await self._dead.redrive(queue_name, request, actor=actor)
+
+    async def purge_dead_letters(
+        self, queue_name: str, request: PurgeRequest | dict[str, Any], *, actor: str
+    ) -> DeadLetterActionResponse:
+        return await self._dead.purge(queue_name, request, actor=actor)
+
+    async def purge_queue(
+        self, queue_name: str, *, actor: str, reason: str
+    ) -> DeadLetterActionResponse:
+        return await self._dead.purge_queue(queue_name, actor=actor, reason=reason)
+
+
+# -- helpers of the send path -------------------------------------------------------------
+
+
+def _with_queue(message: SendMessageRequest | dict[str, Any], queue_name: str, index: int) -> Any:
+    if isinstance(message, dict) and "queue_name" not in message:
+        message = {**message, "queue_name": queue_name}
+    try:
+        req = parse(SendMessageRequest, message)
+    except ValidationFailed as exc:
+        raise ValidationFailed(f"messages.{index}.{exc.field}", exc.reason) from None
+    if req.queue_name != queue_name:
+        raise ValidationFailed(
+            f"messages.{index}.queue_name", f"a batch goes to one queue ({queue_name!r})"
+        )
+    return req
+
+
+def _envelope_facts(message: Any) -> dict[str, Any]:
+    env = envelope.open_envelope(message)
+    return {
+        "message_type": env.message_type,
+        "correlation_id": env.correlation_id,
+        "producer_service": env.producer,
+    }
+
+
+def _response(queue_name: str, msg_id: int, msg: envelope.EncodedMessage) -> SendMessageResponse:
+    return SendMessageResponse(
+        message_id=str(msg_id),
+        queue_name=queue_name,
+        status="delayed" if msg.delay_seconds else "queued",
+    )
+
+
+def _produced(
+    queue_name: str,
+    msg_id: int,
+    at: datetime,
+    msg: envelope.EncodedMessage,
+    prepared: PreparedSend,
+) -> LogRecord:
+    return event_record(
+        queue_name, msg_id, MessageEvent.PRODUCED, at,
+        producer_service=msg.producer or prepared.actor, message_type=msg.message_type,
+        correlation_id=msg.correlation_id, message_size_bytes=msg.size, produced_at=at,
+        headers=msg.header_values or None,
+    )  # fmt: skip
+
+
+def _by_delay(
+    messages: list[envelope.EncodedMessage],
+) -> dict[int, list[tuple[int, envelope.EncodedMessage]]]:
+    groups: dict[int, list[tuple[int, envelope.EncodedMessage]]] = {}
+    for index, msg in enumerate(messages):
+        groups.setdefault(msg.delay_seconds, []).append((index, msg))
+    return groups
+
+
+async def _send_batch(
+    conn: Connection | Database, queue_name: str, prepared: PreparedSend
+) -> tuple[list[SendMessageResponse], list[LogRecord]]:
+    responses: list[SendMessageResponse | None] = [None] * len(prepared.messages)
+    records = []
+    for delay, group in _by_delay(prepared.messages).items():
+        rows = await conn.fetch(
+            Q.send_message_batch, queue_name, [m.message for _, m in group],
+            [m.headers for _, m in group], [m.ttl_seconds for _, m in group], delay,
+        )  # fmt: skip
+        for (index, msg), row in zip(group, rows, strict=True):
+            responses[index] = _response(queue_name, row["msg_id"], msg)
+            records.append(_produced(queue_name, row["msg_id"], row["enqueued_at"], msg, prepared))
+    return [r for r in responses if r is not None], records
+
+
+async def _send_to_topic(
+    conn: Connection | Database, prepared: PreparedSend
+) -> tuple[list[SendMessageResponse], list[LogRecord]]:
+    """Each message to every queue bound with a pattern its type matches (PGMQ routes)."""
+    groups: dict[tuple[str, int], list[tuple[int, envelope.EncodedMessage]]] = {}
+    for index, msg in enumerate(prepared.messages):
+        groups.setdefault((msg.message_type, msg.delay_seconds), []).append((index, msg))
+    copies: list[dict[str, str]] = [{} for _ in prepared.messages]
+    records = []
+    for (message_type, delay), group in groups.items():
+        rows = await conn.fetch(
+            Q.send_topic_batch, message_type, [m.message for _, m in group],
+            [m.headers for _, m in group], [m.ttl_seconds for _, m in group], delay,
+        )  # fmt: skip
+        by_queue: dict[str, list[Any]] = {}
+        for row in rows:
+            by_queue.setdefault(row["queue_name"], []).append(row)
+        for queue_name, queue_rows in by_queue.items():
+            for (index, msg), row in zip(group, queue_rows, strict=True):
+                copies[index][queue_name] = str(row["msg_id"])
+                records.append(
+                    _produced(queue_name, row["msg_id"], row["enqueued_at"], msg, prepared)
+                )
+    responses = []
+    for msg, fanned in zip(prepared.messages, copies, strict=True):
+        first = sorted(fanned)[0] if fanned else None
+        responses.append(
+            SendMessageResponse(
+                message_id=fanned[first] if first else "",
+                queue_name=prepared.queue.name,
+                status=("delayed" if msg.delay_seconds else "queued") if fanned else "failed",
+                fanned_out_to=sorted(fanned),
+                fanned_out_ids=fanned,
+            )
+        )
+    return responses, records

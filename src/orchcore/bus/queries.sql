@@ -1,0 +1,241 @@
+-- Named queries of the message bus. Messages live in PGMQ: these call PGMQ's functions
+-- and orch's own orch_bus_* functions (migrations/0007_bus.sql), always with the queue
+-- name as a bound parameter. Times of messages are the database's (PGMQ's vt and
+-- enqueued_at are); times of registry rows and samples come in as parameters (the clock).
+
+-- Registry ----------------------------------------------------------------------------------
+
+-- name: insert_queue
+-- A queue: absent → active. Nothing when the name is taken (active or not).
+INSERT INTO message_queues (
+    queue_name, queue_type, message_pattern, producer_services, consumer_services,
+    retention_hours, max_message_size, dlq_enabled, dlq_max_retries, monitoring_config,
+    push_endpoint, visibility_timeout_seconds, created_by, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)
+ON CONFLICT (queue_name) DO NOTHING
+RETURNING *
+
+-- name: queue_by_name
+SELECT * FROM message_queues WHERE queue_name = $1
+
+-- name: queue_by_name_for_update
+SELECT * FROM message_queues WHERE queue_name = $1 FOR UPDATE
+
+-- name: list_queues
+SELECT * FROM message_queues WHERE $1::boolean OR is_active ORDER BY queue_name
+
+-- name: update_queue
+-- A queue's settings, all of them, as merged by the registry from the current row.
+UPDATE message_queues
+SET message_pattern = $2, producer_services = $3, consumer_services = $4,
+    retention_hours = $5, max_message_size = $6, dlq_max_retries = $7,
+    monitoring_config = $8, push_endpoint = $9, visibility_timeout_seconds = $10,
+    updated_at = $11
+WHERE queue_name = $1
+RETURNING *
+
+-- name: set_queue_active
+-- A queue: active → inactive (sends refused, messages kept) or inactive → active.
+UPDATE message_queues
+SET is_active = $2::boolean,
+    deactivated_at = CASE WHEN $2::boolean THEN NULL ELSE $3::timestamptz END,
+    updated_at = $3
+WHERE queue_name = $1 AND is_active <> $2
+RETURNING *
+
+-- name: create_pgmq_queue
+-- Idempotent in PGMQ: an existing PGMQ queue of that name (a foreign client's) is adopted.
+SELECT pgmq.create($1)
+
+-- name: enable_queue_notify
+SELECT pgmq.enable_notify_insert($1, $2)
+
+-- name: ensure_queue_notify
+-- PGMQ keeps its notify throttle rows in an UNLOGGED table, which a crash empties: put
+-- the row (and trigger) back for a queue that lost it, so waiting consumers still wake.
+SELECT pgmq.enable_notify_insert($1, $2)
+WHERE EXISTS (SELECT 1 FROM pgmq.meta WHERE queue_name = $1)
+  AND NOT EXISTS (SELECT 1 FROM pgmq.notify_insert_throttle WHERE queue_name = $1)
+
+-- name: validate_pattern
+SELECT pgmq.validate_topic_pattern($1)
+
+-- name: bind_pattern
+SELECT pgmq.bind_topic($1, $2)
+
+-- name: unbind_pattern
+SELECT pgmq.unbind_topic($1, $2)
+
+-- Sending ------------------------------------------------------------------------------------
+-- $2 is the PGMQ message as JSON text, $3 the sender's headers as JSON text (or NULL),
+-- $4 the TTL in seconds (or NULL), $5 the delay in seconds. The TTL becomes the header
+-- x-orch-expires-at, in the database's time as PGMQ's visibility is. enqueued_at: PGMQ's
+-- default for it is now(), the same instant.
+
+-- name: send_message
+SELECT msg_id, now() AS enqueued_at
+FROM pgmq.send(
+    $1::text,
+    $2::text::jsonb,
+    CASE WHEN $4::integer IS NULL THEN $3::text::jsonb
+         ELSE coalesce($3::text::jsonb, '{}') || jsonb_build_object(
+              'x-orch-expires-at',
+              to_char((clock_timestamp() + make_interval(secs => $4::integer)) AT TIME ZONE 'UTC',
+                      'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+    END,
+    $5::integer) AS msg_id
+
+-- name: send_message_batch
+-- Several messages of one delay into one queue; ids come back in the order given.
+SELECT msg_id, now() AS enqueued_at
+FROM pgmq.send_batch(
+    $1::text,
+    $2::text[]::jsonb[],
+    (SELECT array_agg(
+                CASE WHEN h.ttl IS NULL THEN h.headers::jsonb
+                     ELSE coalesce(h.headers::jsonb, '{}') || jsonb_build_object(
+                          'x-orch-expires-at',
+                          to_char((clock_timestamp() + make_interval(secs => h.ttl))
+                                      AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+                END ORDER BY h.ord)
+     FROM unnest($3::text[], $4::integer[]) WITH ORDINALITY AS h(headers, ttl, ord)),
+    $5::integer) AS msg_id
+ORDER BY msg_id
+
+-- name: send_topic_batch
+-- Fan-out: every bound queue whose pattern matches the routing key ($1, the message
+-- type) gets each message; one (queue, id) row per copy.
+SELECT queue_name, msg_id, now() AS enqueued_at
+FROM pgmq.send_batch_topic(
+    $1::text,
+    $2::text[]::jsonb[],
+    (SELECT array_agg(
+                CASE WHEN h.ttl IS NULL THEN h.headers::jsonb
+                     ELSE coalesce(h.headers::jsonb, '{}') || jsonb_build_object(
+                          'x-orch-expires-at',
+                          to_char((clock_timestamp() + make_interval(secs => h.ttl))
+                                      AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+                END ORDER BY h.ord)
+     FROM unnest($3::text[], $4::integer[]) WITH ORDINALITY AS h(headers, ttl, ord)),
+    $5::integer)
+ORDER BY queue_name, msg_id
+
+-- Delivery -----------------------------------------------------------------------------------
+
+-- name: receive
+-- ready → in flight (read count + 1); past its TTL → expired; over the delivery limit
+-- → dead letter (or archived as failed without one). See orch_bus_receive.
+SELECT * FROM orch_bus_receive($1, $2, $3, $4, $5, $6)
+
+-- name: next_visible_in
+SELECT orch_bus_next_visible_in($1)
+
+-- name: ack
+-- in flight → gone (deleted); the message log keeps the record.
+SELECT * FROM orch_bus_ack($1, $2::bigint[])
+
+-- name: nack
+-- in flight → ready after the delay, or → dead letter when that was its last delivery.
+SELECT outcome, read_ct, message, enqueued_at, clock_timestamp() AS at
+FROM orch_bus_nack($1, $2, $3, $4, $5, $6, $7)
+
+-- name: extend
+-- in flight → in flight for $3 more seconds from now.
+SELECT msg_id FROM pgmq.set_vt($1::text, $2::bigint, $3::integer)
+
+-- name: dead_letter_now
+-- any → dead letter at once (a push answered 4xx).
+SELECT orch_bus_dead_letter($1, $2, $3, $4, $5)
+
+-- Logs ---------------------------------------------------------------------------------------
+
+-- name: log_events
+SELECT orch_bus_log_events($1::text::jsonb)
+
+-- name: recent_messages
+SELECT * FROM message_logs WHERE queue_name = $1
+ORDER BY produced_at DESC, length(message_id) DESC, message_id DESC
+LIMIT $2
+
+-- Dead letters -------------------------------------------------------------------------------
+
+-- name: peek
+SELECT * FROM orch_bus_peek($1, $2)
+
+-- name: redrive
+-- dead letter → a new message of the original queue (read count 0).
+SELECT dead_letter_id, message_id FROM orch_bus_redrive($1, $2::bigint[], $3)
+
+-- name: purge_dead_letters
+-- dead letter → gone.
+SELECT msg_id FROM orch_bus_purge_dead_letters($1, $2) AS msg_id
+
+-- name: purge_queue
+-- every message of the queue (ready, in flight, delayed) → gone.
+SELECT pgmq.purge_queue($1)
+
+-- Depth, rates, retention --------------------------------------------------------------------
+
+-- name: queue_depths
+-- Every active queue's depth (topics have none of their own), or the one named $2, with
+-- the oldest sample of the last minute (for the rates) and the running totals. $1: now.
+SELECT q.queue_name, q.dlq_enabled, d.total, d.ready, d.in_flight, d.delayed,
+       d.oldest_age_seconds, d.average_age_seconds, d.sent_total,
+       coalesce(dl.total, 0) AS dead_letters,
+       coalesce(c.acked, 0) AS acked_total,
+       s.sampled_at AS base_sampled_at, s.sent_total AS base_sent_total,
+       s.acked_total AS base_acked_total
+FROM message_queues q
+CROSS JOIN LATERAL orch_bus_depth(q.queue_name) d
+LEFT JOIN LATERAL orch_bus_depth(q.queue_name || '_dlq') dl ON q.dlq_enabled
+LEFT JOIN bus_queue_counters c ON c.queue_name = q.queue_name
+LEFT JOIN LATERAL (
+    SELECT sampled_at, sent_total, acked_total FROM bus_depth_samples b
+    WHERE b.queue_name = q.queue_name AND b.sampled_at >= $1::timestamptz - interval '60 seconds'
+    ORDER BY b.sampled_at LIMIT 1
+) s ON true
+WHERE q.queue_type <> 'topic'
+  AND (($2::text IS NULL AND q.is_active) OR q.queue_name = $2)
+ORDER BY q.queue_name
+
+-- name: insert_depth_samples
+-- One sample per active queue at $1, unless another daemon sampled it less than $2
+-- seconds ago.
+INSERT INTO bus_depth_samples (
+    queue_name, sampled_at, ready, in_flight, delayed, dead_letters, sent_total, acked_total)
+SELECT q.queue_name, $1, d.ready, d.in_flight, d.delayed, coalesce(dl.total, 0),
+       d.sent_total, coalesce(c.acked, 0)
+FROM message_queues q
+CROSS JOIN LATERAL orch_bus_depth(q.queue_name) d
+LEFT JOIN LATERAL orch_bus_depth(q.queue_name || '_dlq') dl ON q.dlq_enabled
+LEFT JOIN bus_queue_counters c ON c.queue_name = q.queue_name
+WHERE q.is_active AND q.queue_type <> 'topic'
+  AND NOT EXISTS (
+      SELECT 1 FROM bus_depth_samples b
+      WHERE b.queue_name = q.queue_name
+        AND b.sampled_at > $1::timestamptz - make_interval(secs => $2::double precision))
+ON CONFLICT (queue_name, sampled_at) DO NOTHING
+
+-- name: depth_history
+SELECT * FROM bus_depth_samples WHERE queue_name = $1 AND sampled_at >= $2
+ORDER BY sampled_at
+
+-- name: retention_targets
+SELECT queue_name, queue_type, retention_hours FROM message_queues ORDER BY queue_name
+
+-- name: expire_due
+SELECT orch_bus_expire_due($1, $2)
+
+-- name: trim_archive
+SELECT orch_bus_trim_archive($1, now() - make_interval(hours => $2), $3)
+
+-- name: trim_message_logs
+DELETE FROM message_logs WHERE id IN (
+    SELECT id FROM message_logs
+    WHERE queue_name = $1 AND produced_at < now() - make_interval(hours => $2)
+    LIMIT $3 FOR UPDATE SKIP LOCKED)
+
+-- name: trim_depth_samples
+DELETE FROM bus_depth_samples WHERE (queue_name, sampled_at) IN (
+    SELECT queue_name, sampled_at FROM bus_depth_samples WHERE sampled_at < $1
+    LIMIT $2 FOR UPDATE SKIP LOCKED)
