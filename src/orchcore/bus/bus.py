@@ -43,7 +43,7 @@ from orchcore.bus.models import (
     UpdateMessageQueueRequest,
 )
 from orchcore.bus.registry import QueueConfig, QueueRegistry, check_routing_key
-from orchcore.bus.wakeups import SAFETY_SECONDS, QueueWakeups
+from orchcore.bus.wakeups import QueueWakeups
 from orchcore.clock import Clock
 from orchcore.db import Connection, Database, Queries
 from orchcore.db.listen import NotificationListener
@@ -83,12 +83,12 @@ class MessageBus:
         self._clock = clock
         self.registry = QueueRegistry(db, clock, listener)
         self.logs = MessageLogWriter(db)
-        self._wakeups = QueueWakeups(db.dsn)
+        self.wakeups = QueueWakeups(db.dsn)
         self._dead = DeadLetters(db, clock, self.registry)
         self._depths = QueueDepths(db, clock, self.registry)
 
     async def close(self) -> None:
-        await self._wakeups.close()
+        await self.wakeups.close()
         await self.logs.close()
 
     # -- queues ---------------------------------------------------------------------------
@@ -238,18 +238,18 @@ class MessageBus:
         self, queue: QueueConfig, req: ReceiveRequest, consumer: str | None
     ) -> list[Any]:
         """Long poll: read again on each insert notification, each visibility timeout
-        that runs out, and at the latest every SAFETY_SECONDS, until the deadline."""
+        that runs out, and at the latest every safety_seconds, until the deadline."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + req.wait_seconds
         while True:
-            signal = await self._wakeups.signal(queue.name)
+            signal = await self.wakeups.signal(queue.name)
             ticket = signal.ticket()  # before the read: an insert after it wakes us
             rows = await self._read(queue, req, consumer)
             remaining = deadline - loop.time()
             if rows or remaining <= 0:
                 return rows
             next_visible = await self._db.fetchval(Q.next_visible_in, queue.name)
-            timeout = min(remaining, SAFETY_SECONDS)
+            timeout = min(remaining, self.wakeups.safety_seconds)
             if next_visible is not None:
                 timeout = min(timeout, max(next_visible, 0.0) + 0.005)
             await signal.wait(ticket, timeout)

@@ -80,6 +80,8 @@ class QueueWakeups:
 
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
+        #: A waiter re-reads at least this often (tests raise it to prove the NOTIFY path).
+        self.safety_seconds = SAFETY_SECONDS
         self._conn: asyncpg.Connection | None = None
         self._signals: dict[str, QueueSignal] = {}
         self._listening: set[str] = set()
@@ -115,6 +117,9 @@ class QueueWakeups:
         except asyncpg.PostgresError as exc:  # the safety re-read still covers this queue
             log.warning("could not restore PGMQ notifications for %r: %s", name, exc)
         self._listening.add(name)
+
+    def is_listening(self, queue_name: str) -> bool:
+        return queue_name in self._listening
 
     def _dispatch(self, _conn: Any, _pid: int, channel: str, _payload: object) -> None:
         name = channel.removeprefix("pgmq.q_").removesuffix(".INSERT")
