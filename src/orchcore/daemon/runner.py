@@ -1,8 +1,11 @@
-"""The daemon: membership heartbeat, health checking and the HTTP API, supervised.
+"""The daemon: membership heartbeat, health checking, workflows, push delivery of the
+bus's push queues, the bus's upkeep (depth samples, retention) and the HTTP API, each a
+supervised task.
 
 Shutdown (SIGTERM/SIGINT) is graceful: the API stops accepting, in-flight health
 checks are cancelled and their leases released so another daemon takes them over at
-once, and the membership row is marked stopped.
+once, pushes in flight finish or hand their messages back, and the membership row is
+marked stopped.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import uvicorn
 from orchcore import __version__
 from orchcore.actors import daemon_actor
 from orchcore.api import create_app
+from orchcore.bus.push import MAX_IN_FLIGHT_PER_QUEUE, MessagePusher
+from orchcore.db.failures import UNREACHABLE
 from orchcore.errors import OrchError
 from orchcore.facade import Orch
 from orchcore.registry import InstanceHealthChecker
@@ -52,6 +57,13 @@ class DaemonConfig:
     workflows: bool = True
     workflow_lease_seconds: float = 30.0
     max_workflows_in_flight: int = 64
+    push: bool = True
+    push_max_in_flight_per_queue: int = MAX_IN_FLIGHT_PER_QUEUE
+    bus_upkeep: bool = True
+    #: how often the daemon samples queue depths (the console's chart) ...
+    depth_sample_seconds: float = 5.0
+    #: ... and removes what retention_hours let go
+    retention_seconds: float = 60.0
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -96,13 +108,16 @@ class Daemon:
                 )
             self._supervisor.start("health-checks", checker.run_forever)
         runner = self._start_workflow_runner() if self.config.workflows else None
+        pusher = self._start_pusher() if self.config.push else None
+        if self.config.bus_upkeep:
+            self._supervisor.start("bus-upkeep", self._bus_upkeep_forever)
         self._supervisor.start("membership", self._heartbeat_forever)
         if listening is not None:
             self._supervisor.start("api", self._serve_api)
         try:
             await self._stop.wait()
         finally:
-            await self._shutdown(checker, runner)
+            await self._shutdown(checker, runner, pusher)
 
     def _start_workflow_runner(self) -> SagaRunner:
         runner = SagaRunner(
@@ -117,6 +132,33 @@ class Daemon:
             self.orch.listener.subscribe(runner.on_notification)
         self._supervisor.start("workflows", runner.run_forever)
         return runner
+
+    def _start_pusher(self) -> MessagePusher:
+        pusher = MessagePusher(
+            self.orch, max_in_flight_per_queue=self.config.push_max_in_flight_per_queue
+        )
+        if self.orch.listener is not None:
+            self.orch.listener.subscribe(pusher.on_notification)
+            self.orch.listener.on_reconnect(pusher.on_reconnect)
+        self._supervisor.start("push", pusher.run_forever)
+        return pusher
+
+    async def _bus_upkeep_forever(self) -> None:
+        """Depth samples every few seconds (one daemon's a round: the others skip), and
+        retention now and then."""
+        clock = self.orch.clock
+        next_retention = clock.monotonic()
+        while True:
+            try:
+                await self.orch.bus.sample_depths(
+                    min_interval_seconds=self.config.depth_sample_seconds * 0.8
+                )
+                if clock.monotonic() >= next_retention:
+                    await self.orch.bus.enforce_retention()
+                    next_retention = clock.monotonic() + self.config.retention_seconds
+            except UNREACHABLE as exc:
+                log.warning("bus upkeep failed: %s", exc)
+            await clock.sleep(self.config.depth_sample_seconds)
 
     def _bind(self, host: str, port: int) -> str:
         """Bind before joining, so a taken port fails fast with one clear line."""
@@ -153,7 +195,10 @@ class Daemon:
             await self.orch.clock.sleep(self.config.heartbeat_seconds)
 
     async def _shutdown(
-        self, checker: InstanceHealthChecker | None, runner: SagaRunner | None
+        self,
+        checker: InstanceHealthChecker | None,
+        runner: SagaRunner | None,
+        pusher: MessagePusher | None,
     ) -> None:
         log.info("daemon stopping", extra={"daemon": self.name})
         if self._server is not None:
@@ -162,6 +207,10 @@ class Daemon:
             self.orch.workflows.attach_runner(None)
             await runner.stop(grace_seconds=5.0)  # drives reach a commit; leases go back
             await self._supervisor.wait("workflows", timeout=5.0)
+        if pusher is not None:
+            await pusher.stop(grace_seconds=5.0)  # in flight: finished or handed back
+            await self._supervisor.wait("push", timeout=5.0)
+        await self._supervisor.stop("bus-upkeep")
         await self._supervisor.stop("health-checks")
         if checker is not None:
             with contextlib.suppress(Exception):
