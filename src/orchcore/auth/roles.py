@@ -5,7 +5,8 @@ Roles (from the seed's RLS policies, enforced here instead of in the database):
 - ``platform_engineer``: read and write
 - ``monitoring_system``: read only
 - ``service``: register, heartbeat and deregister instances of its own service only;
-  start workflows and make guarded calls, always as its own service
+  start workflows and make guarded calls, always as its own service; send to and
+  consume the queues its service is listed on (the bus checks the listing)
 
 Identity comes from the token, never from a field the caller fills in: a service
 token acts as its service whatever the request names (:meth:`Principal.acting_as`).
@@ -31,15 +32,27 @@ class Action(StrEnum):
     START_WORKFLOW = "start_workflow"  # as the initiating service acting_as gives
     CALL = "call"  # a guarded call through orch, from the source acting_as gives
     ADMIN = "admin"  # tokens and other access control
+    SEND = "send"  # publish to a queue: a service token only as a listed producer
+    CONSUME = "consume"  # receive/ack/nack/extend: a service token only as a listed consumer
 
 
 _ALLOWED: dict[Role, frozenset[Action]] = {
     "system_admin": frozenset(Action),
     "platform_engineer": frozenset(
-        {Action.READ, Action.WRITE, Action.INSTANCE_SELF, Action.START_WORKFLOW, Action.CALL}
+        {
+            Action.READ,
+            Action.WRITE,
+            Action.INSTANCE_SELF,
+            Action.START_WORKFLOW,
+            Action.CALL,
+            Action.SEND,
+            Action.CONSUME,
+        }
     ),
     "monitoring_system": frozenset({Action.READ}),
-    "service": frozenset({Action.INSTANCE_SELF, Action.START_WORKFLOW, Action.CALL}),
+    "service": frozenset(
+        {Action.INSTANCE_SELF, Action.START_WORKFLOW, Action.CALL, Action.SEND, Action.CONSUME}
+    ),
 }
 
 
@@ -85,6 +98,13 @@ class Principal:
                 f"and may not act as {requested[:120]!r}"
             )
         return self.service_name
+
+    def bus_identity(self) -> str | None:
+        """Who the bus checks against a queue's producers or consumers: a service token's
+        service; ``None`` for an operator, whom the listing does not bind."""
+        if self.role != "service":
+            return None
+        return self.acting_as(None, default="")
 
     def audits_acting_as(self, requested: str | None) -> bool:
         """Whether acting as ``requested`` is audited: an operator token that names a

@@ -13,6 +13,7 @@ import click
 
 from orchcore import __version__
 from orchcore.cli.breakers import breaker_group
+from orchcore.cli.bus import dlq_group, message_group, queue_group
 from orchcore.cli.call import call
 from orchcore.cli.context import json_option, run_with_orch, settings_from
 from orchcore.cli.db import db_group
@@ -51,6 +52,9 @@ cli.add_command(mesh_group)
 cli.add_command(call)
 cli.add_command(workflow_group)
 cli.add_command(alert_group)
+cli.add_command(queue_group)
+cli.add_command(message_group)
+cli.add_command(dlq_group)
 
 
 @cli.command("status")
