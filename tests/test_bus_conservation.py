@@ -127,7 +127,7 @@ async def test_every_message_is_acked_dead_lettered_or_expired(orch: Orch) -> No
     await orch.bus.flush_logs()
     counts = dict(await orch.db.fetch("SELECT status, count(*) FROM message_logs GROUP BY status"))
     assert counts == {"acked": len(acked), "dead_lettered": len(dead), "expired": len(expired)}
-    counters = await orch.db.fetchrow("SELECT * FROM bus_queue_counters WHERE queue_name = 'work'")
+    counters = await orch.db.fetchrow("SELECT * FROM bus_queue_totals WHERE queue_name = 'work'")
     assert (counters["acked"], counters["dead_lettered"], counters["expired"]) == (
         len(acked),
         len(dead),

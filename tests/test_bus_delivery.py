@@ -206,7 +206,7 @@ async def test_a_message_past_its_ttl_is_never_delivered(orch: Orch) -> None:
         "SELECT status, message_payload FROM message_logs WHERE message_id = $1", short
     )
     assert (row["status"], row["message_payload"]) == ("expired", {"n": 1})
-    assert await orch.db.fetchval("SELECT expired FROM bus_queue_counters") == 1
+    assert await orch.db.fetchval("SELECT expired FROM bus_queue_totals") == 1
 
 
 async def test_retention_expires_messages_nobody_asked_for(orch: Orch) -> None:
@@ -218,7 +218,7 @@ async def test_retention_expires_messages_nobody_asked_for(orch: Orch) -> None:
     )
     assert await orch.bus.enforce_retention() == 1
     assert (await orch.bus.metrics("bookings")).total_messages == 0
-    assert await orch.db.fetchval("SELECT expired FROM bus_queue_counters") == 1
+    assert await orch.db.fetchval("SELECT expired FROM bus_queue_totals") == 1
 
 
 async def test_a_ttl_shorter_than_the_delay_is_refused(orch: Orch) -> None:
@@ -375,10 +375,8 @@ async def test_redrive_is_idempotent_and_audited(orch: Orch) -> None:
         ("alice", "fixed the bug"),
         ("alice", "again"),
     }
-    await orch.bus.flush_logs()
-    statuses = dict(await orch.db.fetch("SELECT message_id, status FROM message_logs"))
-    assert statuses[original] == "redriven"
-    assert statuses[back.message_id] == "delivered"
+    listing = {m.message_id: m.status for m in (await orch.bus.queue_messages("bookings")).messages}
+    assert listing == {original: "redriven", back.message_id: "delivered"}
 
 
 async def test_redrive_all_and_purge_are_audited(orch: Orch) -> None:
@@ -396,7 +394,7 @@ async def test_redrive_all_and_purge_are_audited(orch: Orch) -> None:
     assert purged.affected == 3 and await orch.bus.dead_letters("bookings") == []
     audit = await recent_actions(orch.db.pool, target_kind="message_queue", target_id="bookings")
     assert ("carol", "dead_letters.purge", "junk") in {(a.actor, a.action, a.reason) for a in audit}
-    assert await orch.db.fetchval("SELECT purged FROM bus_queue_counters") == 3
+    assert await orch.db.fetchval("SELECT purged FROM bus_queue_totals") == 3
 
     await send(orch)
     cleared = await orch.bus.purge_queue("bookings", actor="dave", reason="test data")

@@ -71,7 +71,7 @@ async def test_a_foreign_ttl_is_kept_by_orch(orch: Orch, raw: asyncpg.Connection
         json.dumps({"x-orch-expires-at": "2000-01-01T00:00:00Z"}),
     )
     assert (await orch.bus.receive("bookings", {}, consumer=None)).messages == []
-    assert await orch.db.fetchval("SELECT expired FROM bus_queue_counters") == 1
+    assert await orch.db.fetchval("SELECT expired FROM bus_queue_totals") == 1
 
 
 async def test_a_message_not_in_orchs_shape_is_carried_whole(

@@ -3,8 +3,8 @@
 The hot path is the PGMQ call a raw client makes, plus what orch checks in memory
 (the queue's cached settings, the producer or consumer, the size): a send is one
 ``pgmq.send``, a receive one ``orch_bus_receive`` (pgmq.read, plus expiry and
-dead-lettering in the same statement), an ack one delete. Their log events go to the
-batched writer (see :mod:`orchcore.bus.logs` for why).
+dead-lettering in the same statement), an ack one delete. Only the ack (and a nack)
+leaves a record for the batched log writer (see :mod:`orchcore.bus.logs` for why).
 
 Delivery times are the database's: PGMQ's visibility timeouts run on its clock, so a
 long poll waits in real time (asyncio), not on the engine's clock. Registry rows, audit
@@ -21,7 +21,8 @@ from typing import Any
 from orchcore.bus import envelope
 from orchcore.bus.dead_letters import DeadLetters
 from orchcore.bus.depth import QueueDepths
-from orchcore.bus.logs import LogRecord, MessageLogWriter, event_record, write_now
+from orchcore.bus.leases import LeasedConnections
+from orchcore.bus.logs import MessageLogWriter, event_record
 from orchcore.bus.models import (
     CreateMessageQueueRequest,
     DeadLetter,
@@ -84,12 +85,14 @@ class MessageBus:
         self.registry = QueueRegistry(db, clock, listener)
         self.logs = MessageLogWriter(db)
         self.wakeups = QueueWakeups(db.dsn)
+        self._hot = LeasedConnections(db)
         self._dead = DeadLetters(db, clock, self.registry)
         self._depths = QueueDepths(db, clock, self.registry)
 
     async def close(self) -> None:
         await self.wakeups.close()
         await self.logs.close()
+        await self._hot.close()
 
     # -- queues ---------------------------------------------------------------------------
 
@@ -122,7 +125,7 @@ class MessageBus:
     ) -> SendMessageResponse:
         req = parse(SendMessageRequest, request)
         prepared = await self.prepare_send(req.queue_name, [req], producer=producer, actor=actor)
-        return (await self._send(self._db, prepared, durable_log=False))[0]
+        return (await self._send(self._hot, prepared))[0]
 
     async def send_batch(
         self,
@@ -136,8 +139,10 @@ class MessageBus:
         if not messages:
             return []
         prepared = await self.prepare_send(queue_name, messages, producer=producer, actor=actor)
+        if _statements(prepared) == 1:  # one statement is all or nothing by itself
+            return await self._send(self._hot, prepared)
         async with self._db.transaction() as conn:
-            return await self._send(conn, prepared, durable_log=False)
+            return await self._send(conn, prepared)
 
     async def prepare_send(
         self,
@@ -175,32 +180,23 @@ class MessageBus:
     async def send_prepared(
         self, conn: Connection, prepared: PreparedSend
     ) -> list[SendMessageResponse]:
-        """Send in the caller's transaction; the log is written in it too."""
-        return await self._send(conn, prepared, durable_log=True)
+        """Send in the caller's transaction: the messages exist if and only if it commits."""
+        return await self._send(conn, prepared)
 
     async def _send(
-        self, conn: Connection | Database, prepared: PreparedSend, *, durable_log: bool
+        self, conn: Connection | LeasedConnections, prepared: PreparedSend
     ) -> list[SendMessageResponse]:
         queue = prepared.queue
         if queue.queue_type is QueueType.TOPIC:
-            responses, records = await _send_to_topic(conn, prepared)
-        elif len(prepared.messages) == 1:
-            msg = prepared.messages[0]
-            row = await conn.fetchrow(
-                Q.send_message, queue.name, msg.message, msg.headers, msg.ttl_seconds,
-                msg.delay_seconds,
-            )  # fmt: skip
-            assert row is not None
-            responses = [_response(queue.name, row["msg_id"], msg)]
-            records = [_produced(queue.name, row["msg_id"], row["enqueued_at"], msg, prepared)]
-        else:
-            responses, records = await _send_batch(conn, queue.name, prepared)
-        if durable_log:
-            assert not isinstance(conn, Database)
-            await write_now(conn, records)
-        else:
-            self.logs.record(records)
-        return responses
+            return await _send_to_topic(conn, prepared)
+        if len(prepared.messages) > 1:
+            return await _send_batch(conn, queue.name, prepared)
+        msg = prepared.messages[0]
+        msg_id = await conn.fetchval(
+            Q.send_message, queue.name, msg.message, msg.headers, msg.ttl_seconds,
+            msg.delay_seconds,
+        )  # fmt: skip
+        return [_response(queue.name, msg_id, msg)]
 
     # -- pulling --------------------------------------------------------------------------
 
@@ -212,24 +208,12 @@ class MessageBus:
         rows = await self._read(queue, req, consumer)
         if not rows and req.wait_seconds > 0:
             rows = await self._wait_and_read(queue, req, consumer)
-        who = consumer or OPERATOR
-        self.logs.record(
-            [
-                event_record(
-                    queue.name, row["msg_id"], MessageEvent.DELIVERED, row["last_read_at"],
-                    consumer_service=who, retry_count=row["read_ct"] - 1,
-                    delivered_at=row["last_read_at"], produced_at=row["enqueued_at"],
-                    **_envelope_facts(row["message"]),
-                )
-                for row in rows
-            ]
-        )  # fmt: skip
         return ReceiveResponse(messages=[envelope.received(row) for row in rows])
 
     async def _read(
         self, queue: QueueConfig, req: ReceiveRequest, consumer: str | None
     ) -> list[Any]:
-        return await self._db.fetch(
+        return await self._hot.fetch(
             Q.receive, queue.name, req.visibility_timeout_seconds, req.max_messages,
             queue.max_deliveries, queue.dlq, consumer or OPERATOR,
         )  # fmt: skip
@@ -248,7 +232,7 @@ class MessageBus:
             remaining = deadline - loop.time()
             if rows or remaining <= 0:
                 return rows
-            next_visible = await self._db.fetchval(Q.next_visible_in, queue.name)
+            next_visible = await self._hot.fetchval(Q.next_visible_in, queue.name)
             timeout = min(remaining, self.wakeups.safety_seconds)
             if next_visible is not None:
                 timeout = min(timeout, max(next_visible, 0.0) + 0.005)
@@ -276,7 +260,7 @@ class MessageBus:
         id is NotFoundError; in a batch, the ids not in the queue are left out."""
         ids = [message_id_of(m) for m in message_ids]
         queue = await self._consumable(queue_name, consumer)
-        rows = await self._db.fetch(Q.ack, queue.name, ids)
+        rows = await self._hot.fetch(Q.ack, queue.name, ids)
         if not rows and len(ids) == 1:
             raise NotFoundError("message", f"{queue_name}/{message_ids[0]}")
         who = consumer or OPERATOR
@@ -290,8 +274,10 @@ class MessageBus:
                     queue.name, row["msg_id"], MessageEvent.ACKED, row["acked_at"],
                     consumer_service=who, retry_count=max(row["read_ct"] - 1, 0),
                     consumed_at=row["acked_at"], processing_time_ms=processing,
-                    produced_at=row["enqueued_at"], message_type=row["message_type"],
-                    correlation_id=row["correlation_id"], producer_service=row["producer"],
+                    produced_at=row["enqueued_at"], delivered_at=row["last_read_at"],
+                    message_type=row["message_type"], correlation_id=row["correlation_id"],
+                    producer_service=row["producer"], message_size_bytes=row["size_bytes"],
+                    headers=row["headers_json"],
                 )
             )  # fmt: skip
         self.logs.record(records)
@@ -311,7 +297,7 @@ class MessageBus:
         msg_id = message_id_of(message_id)
         queue = await self._consumable(queue_name, consumer)
         who = consumer or OPERATOR
-        row = await self._db.fetchrow(
+        row = await self._hot.fetchrow(
             Q.nack, queue.name, msg_id, req.delay_seconds, req.error_message,
             queue.max_deliveries, queue.dlq, who,
         )  # fmt: skip
@@ -325,7 +311,9 @@ class MessageBus:
                         queue.name, msg_id, MessageEvent.FAILED, row["at"],
                         consumer_service=who, retry_count=row["read_ct"] - 1,
                         error_message=req.error_message or "given back by the consumer",
-                        produced_at=row["enqueued_at"], **_envelope_facts(row["message"]),
+                        produced_at=row["enqueued_at"], delivered_at=row["last_read_at"],
+                        headers=envelope.string_headers(row["headers"]),
+                        **_envelope_facts(row["message"]),
                     )
                 ]
             )  # fmt: skip
@@ -343,7 +331,7 @@ class MessageBus:
         req = parse(ExtendRequest, request)
         msg_id = message_id_of(message_id)
         queue = await self._consumable(queue_name, consumer)
-        found = await self._db.fetchval(
+        found = await self._hot.fetchval(
             Q.extend, queue.name, msg_id, req.visibility_timeout_seconds
         )
         if found is None:
@@ -445,19 +433,11 @@ def _response(queue_name: str, msg_id: int, msg: envelope.EncodedMessage) -> Sen
     )
 
 
-def _produced(
-    queue_name: str,
-    msg_id: int,
-    at: datetime,
-    msg: envelope.EncodedMessage,
-    prepared: PreparedSend,
-) -> LogRecord:
-    return event_record(
-        queue_name, msg_id, MessageEvent.PRODUCED, at,
-        producer_service=msg.producer or prepared.actor, message_type=msg.message_type,
-        correlation_id=msg.correlation_id, message_size_bytes=msg.size, produced_at=at,
-        headers=msg.header_values or None,
-    )  # fmt: skip
+def _statements(prepared: PreparedSend) -> int:
+    """How many statements a send takes: one per delay (and, to a topic, per type)."""
+    if prepared.queue.queue_type is QueueType.TOPIC:
+        return len({(m.message_type, m.delay_seconds) for m in prepared.messages})
+    return len({m.delay_seconds for m in prepared.messages})
 
 
 def _by_delay(
@@ -470,10 +450,9 @@ def _by_delay(
 
 
 async def _send_batch(
-    conn: Connection | Database, queue_name: str, prepared: PreparedSend
-) -> tuple[list[SendMessageResponse], list[LogRecord]]:
+    conn: Connection | LeasedConnections, queue_name: str, prepared: PreparedSend
+) -> list[SendMessageResponse]:
     responses: list[SendMessageResponse | None] = [None] * len(prepared.messages)
-    records = []
     for delay, group in _by_delay(prepared.messages).items():
         rows = await conn.fetch(
             Q.send_message_batch, queue_name, [m.message for _, m in group],
@@ -481,19 +460,17 @@ async def _send_batch(
         )  # fmt: skip
         for (index, msg), row in zip(group, rows, strict=True):
             responses[index] = _response(queue_name, row["msg_id"], msg)
-            records.append(_produced(queue_name, row["msg_id"], row["enqueued_at"], msg, prepared))
-    return [r for r in responses if r is not None], records
+    return [r for r in responses if r is not None]
 
 
 async def _send_to_topic(
-    conn: Connection | Database, prepared: PreparedSend
-) -> tuple[list[SendMessageResponse], list[LogRecord]]:
+    conn: Connection | LeasedConnections, prepared: PreparedSend
+) -> list[SendMessageResponse]:
     """Each message to every queue bound with a pattern its type matches (PGMQ routes)."""
     groups: dict[tuple[str, int], list[tuple[int, envelope.EncodedMessage]]] = {}
     for index, msg in enumerate(prepared.messages):
         groups.setdefault((msg.message_type, msg.delay_seconds), []).append((index, msg))
     copies: list[dict[str, str]] = [{} for _ in prepared.messages]
-    records = []
     for (message_type, delay), group in groups.items():
         rows = await conn.fetch(
             Q.send_topic_batch, message_type, [m.message for _, m in group],
@@ -503,11 +480,8 @@ async def _send_to_topic(
         for row in rows:
             by_queue.setdefault(row["queue_name"], []).append(row)
         for queue_name, queue_rows in by_queue.items():
-            for (index, msg), row in zip(group, queue_rows, strict=True):
+            for (index, _msg), row in zip(group, queue_rows, strict=True):
                 copies[index][queue_name] = str(row["msg_id"])
-                records.append(
-                    _produced(queue_name, row["msg_id"], row["enqueued_at"], msg, prepared)
-                )
     responses = []
     for msg, fanned in zip(prepared.messages, copies, strict=True):
         first = sorted(fanned)[0] if fanned else None
@@ -520,4 +494,4 @@ async def _send_to_topic(
                 fanned_out_ids=fanned,
             )
         )
-    return responses, records
+    return responses

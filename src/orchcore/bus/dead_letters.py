@@ -46,7 +46,7 @@ class DeadLetters:
     async def list(self, queue_name: str, *, limit: int = 100) -> list[DeadLetter]:
         """The oldest dead letters first, read without changing them."""
         queue = await self._with_dlq(queue_name)
-        rows = await self._db.fetch(Q.peek, queue.name + DLQ_SUFFIX, limit)
+        rows = await self._db.fetch(Q.peek, queue.name + DLQ_SUFFIX, limit, False)
         return [envelope.dead_letter(row, queue_name=queue.name) for row in rows]
 
     async def redrive(

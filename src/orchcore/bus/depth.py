@@ -13,10 +13,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from orchcore.bus.envelope import string_headers
+from orchcore.bus.envelope import LAST_ERROR, LAST_ERROR_DELIVERY, open_envelope, string_headers
 from orchcore.bus.models import (
     DepthSample,
     GetQueueMessagesResponse,
+    MessageEvent,
     QueueMessage,
     QueueMetrics,
 )
@@ -80,6 +81,34 @@ def message_from_row(row: Any) -> QueueMessage:
     )
 
 
+def live_message(queue_name: str, row: Any) -> QueueMessage:
+    """A message still in its queue: 'delivered' while a consumer holds it, 'failed'
+    while it waits out a nack's delay, else 'produced' (waiting to be delivered)."""
+    env = open_envelope(row["message"])
+    headers = string_headers(row["headers"])
+    status = MessageEvent.PRODUCED
+    if row["read_ct"] > 0 and row["invisible"]:
+        status = MessageEvent.DELIVERED
+        if headers.get(LAST_ERROR_DELIVERY) == str(row["read_ct"]):
+            status = MessageEvent.FAILED
+    return QueueMessage(
+        id=f"{queue_name}:{row['msg_id']}",
+        message_id=str(row["msg_id"]),
+        correlation_id=env.correlation_id,
+        producer_service=env.producer or "unknown",
+        consumer_service=None,
+        message_type=env.message_type,
+        message_size_bytes=row["size_bytes"] or 0,
+        status=status.value,
+        retry_count=max(row["read_ct"] - 1, 0),
+        processing_time_ms=None,
+        error_message=headers.get(LAST_ERROR),
+        produced_at=row["enqueued_at"],
+        consumed_at=None,
+        headers=headers,
+    )
+
+
 class QueueDepths:
     def __init__(self, db: Database, clock: Clock, registry: QueueRegistry) -> None:
         self._db = db
@@ -109,11 +138,17 @@ class QueueDepths:
     async def queue_messages(
         self, queue_name: str, *, limit: int = 100
     ) -> GetQueueMessagesResponse:
+        """The newest messages, live ones (from PGMQ) and finished ones (from the log)."""
         metrics = await self.metrics(queue_name)
-        rows = await self._db.fetch(Q.recent_messages, queue_name, limit)
-        return GetQueueMessagesResponse(
-            messages=[message_from_row(row) for row in rows], queue_metrics=metrics
+        live = await self._db.fetch(Q.peek, queue_name, limit, True)
+        logged = await self._db.fetch(Q.recent_messages, queue_name, limit)
+        messages = {m.message_id: m for m in map(message_from_row, logged)}
+        for row in live:  # a live message's PGMQ row is newer than any log row of it
+            messages[str(row["msg_id"])] = live_message(queue_name, row)
+        newest = sorted(
+            messages.values(), key=lambda m: (m.produced_at, int(m.message_id)), reverse=True
         )
+        return GetQueueMessagesResponse(messages=newest[:limit], queue_metrics=metrics)
 
     async def sample(self, *, min_interval_seconds: float = 1.0) -> int:
         """One depth sample per active queue; skipped for a queue another daemon sampled

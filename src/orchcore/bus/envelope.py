@@ -22,6 +22,8 @@ from orchcore.storable import Unstorable, check_storable
 ORCH_HEADER_PREFIX = "x-orch-"
 EXPIRES_AT = "x-orch-expires-at"
 LAST_ERROR = "x-orch-last-error"
+#: The delivery (read count) whose nack left LAST_ERROR.
+LAST_ERROR_DELIVERY = "x-orch-last-error-delivery"
 ORIGINAL_QUEUE = "x-orch-original-queue"
 ORIGINAL_MESSAGE_ID = "x-orch-original-message-id"
 ATTEMPTS = "x-orch-attempts"
@@ -31,7 +33,7 @@ PRODUCED_AT = "x-orch-produced-at"
 FOREIGN_TYPE = "pgmq.message"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class EncodedMessage:
     """A message ready for pgmq.send: JSON texts, its payload size, delay and TTL."""
 
@@ -46,9 +48,22 @@ class EncodedMessage:
     ttl_seconds: int | None
 
 
+#: One encoder for every send (json.dumps with options builds a new one each call).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_quote: Any = getattr(json.encoder, "encode_basestring", json.dumps)  # C, as json uses
+
+
+def _string(value: str | None, field: str) -> str:
+    if value is None:
+        return "null"
+    if "\x00" in value:
+        raise ValidationFailed(field, "contains a NUL character, which PostgreSQL cannot store")
+    return str(_quote(value))
+
+
 def _dumps(value: Any, field: str) -> str:
     try:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text: str = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise ValidationFailed(field, f"not storable as JSON ({exc})") from None
     if "\\u0000" in text:  # jsonb cannot hold NUL; confirm (a literal backslash-u0000 is fine)
@@ -78,9 +93,9 @@ def encode(
             f"({max_size} bytes)"
         )
     message = (
-        f'{{"type":{_dumps(request.message_type, "message_type")},"payload":{payload},'
-        f'"correlation_id":{_dumps(request.correlation_id, "correlation_id")},'
-        f'"producer":{json.dumps(producer)}}}'
+        f'{{"type":{_string(request.message_type, "message_type")},"payload":{payload},'
+        f'"correlation_id":{_string(request.correlation_id, "correlation_id")},'
+        f'"producer":{_string(producer, "producer")}}}'
     )
     headers = _dumps(request.headers, "headers") if request.headers else None
     return EncodedMessage(

@@ -1,29 +1,31 @@
-"""message_logs: each message's lifecycle, written in batches off the hot path.
+"""message_logs: one row per message, written once, in batches off the hot path.
 
-Why batches. A raw PGMQ client costs one statement per send, per read and per delete,
-and the benchmark holds orch to within 15% of that. Writing a message_logs row in the
-statement of each send, receive and ack would double the rows PostgreSQL writes per
-message and add a round trip's worth of work to each. Instead:
+Why so. A raw PGMQ client costs one statement per send, per read and per delete, and
+the benchmark holds orch to within 15% of that. A log row written in the statement of
+each send, receive and ack would double what PostgreSQL writes per message (and on a
+server bound by its WAL flushes, what it writes is what it costs). So:
 
-- the send, the receive and the ack stay one statement each, the same PGMQ call a raw
-  client makes (the ack returns what the log needs: read count, enqueue and read times);
-- their events (produced, delivered, acked, failed) are merged in memory per
-  (queue, message) and written every ``FLUSH_SECONDS`` in one statement for the batch
-  (orch_bus_log_events). A message produced, delivered and acked between two flushes in
-  one process costs one log row written once, not three writes;
+- a live message needs no log row: its PGMQ row is the record (enqueue time, read
+  count, last read, visibility), and the listing of a queue's messages reads it there;
+- its row in message_logs is written when its life ends, from facts the ending
+  statement returns: the ack (a delete) returns enqueue time, read count and last
+  read, so one row holds produced, delivered (with the retry count) and acked, with
+  the processing time, written once with no read and no update. A nack's 'failed'
+  event is the only other hot-path record;
+- those records are merged in memory and written every ``FLUSH_SECONDS`` in one
+  statement for the batch (orch_bus_log_events), which also adds to this process's
+  own counters row (no two processes wait on one row);
 - the rare events an operator acts on (dead_lettered, expired, redriven, purged) are
   written by the database functions that move the message, in its transaction: they
   are never lost and never ahead of the message.
 
-The price: a process killed hard loses up to ``FLUSH_SECONDS`` of its hot-path log
-events. The messages themselves are never at risk (PGMQ holds them); what is lost is
-history, the trade the tracing buffer makes too. A send inside a caller's transaction
-(the saga outbox) logs in that transaction instead, so a rolled-back step leaves no
-'produced' row behind.
+The price: a process killed hard loses up to ``FLUSH_SECONDS`` of its acks' and
+nacks' log rows. The messages themselves are never at risk (the ack's delete is
+committed, PGMQ holds the rest); what is lost is history, the trade the tracing buffer
+makes too.
 
 Rows are written in (queue, message) order, so two processes flushing overlapping rows
-(the producer's 'produced', the consumer's 'acked') cannot deadlock; a failed flush keeps
-its events and tries again.
+cannot deadlock; a failed flush keeps its records and tries again.
 """
 
 from __future__ import annotations
@@ -32,22 +34,31 @@ import asyncio
 import contextlib
 import json
 import logging
+import uuid
 from datetime import datetime
 from typing import Any
 
 from orchcore.bus.models import MessageEvent
-from orchcore.db import Connection, Database, Queries
+from orchcore.db import Database, Queries
 
 log = logging.getLogger("orch.bus")
 Q = Queries("orchcore.bus")
 
-FLUSH_SECONDS = 0.2
+FLUSH_SECONDS = 0.5
 #: A flush writes at most this many rows per statement.
 BATCH_ROWS = 2000
 #: Events kept while the database cannot be written; beyond it the oldest are dropped.
 MAX_PENDING = 200_000
 
 LogRecord = dict[str, Any]
+
+#: The columns of a record, in the order orch_bus_log_rows takes them after the writer.
+COLUMNS = (
+    "queue_name", "message_id", "status", "status_at", "producer_service",
+    "consumer_service", "message_type", "correlation_id", "message_size_bytes",
+    "retry_count", "delivered_at", "consumed_at", "processing_time_ms", "error_message",
+    "message_payload", "headers", "produced_at", "events",
+)  # fmt: skip
 
 _FIRST_WINS = ("producer_service", "message_type", "correlation_id", "message_size_bytes")
 _LAST_WINS = (
@@ -66,23 +77,30 @@ def event_record(
     at: datetime,
     **facts: Any,
 ) -> LogRecord:
-    """One lifecycle event as orch_bus_log_events takes it; ``facts`` are its columns."""
-    detail = {"event": event.value, "at": at}
-    for key in ("retry_count", "error_message", "processing_time_ms", "consumer_service"):
-        if facts.get(key) is not None:
-            detail[key] = facts[key]
-    return {
+    """One lifecycle record: ``facts`` are its columns. Its events list holds ``event``
+    unless the columns say it all (an ack: produced_at, delivered_at, consumed_at)."""
+    record: LogRecord = {
         "queue_name": queue_name,
         "message_id": str(message_id),
         "status": event.value,
         "status_at": at,
         **facts,
-        "events": [detail],
     }
+    if event is not MessageEvent.ACKED:
+        detail: dict[str, Any] = {"event": event.value, "at": at.isoformat()}
+        for key, name in (
+            ("retry_count", "retry_count"),
+            ("error_message", "error"),
+            ("consumer_service", "consumer"),
+        ):
+            if facts.get(key) is not None:
+                detail[name] = facts[key]
+        record["events"] = [detail]
+    return record
 
 
 def merge(old: LogRecord, new: LogRecord) -> LogRecord:
-    """Two records of one message as one, by the rules orch_bus_log_events applies."""
+    """Two records of one message as one, by the rules orch_bus_log_rows applies."""
     out = dict(old)
     if new.get("status_at") is not None and (
         old.get("status_at") is None or new["status_at"] >= old["status_at"]
@@ -101,25 +119,21 @@ def merge(old: LogRecord, new: LogRecord) -> LogRecord:
         out[key] = max(values) if values else None
     produced = [v for v in (old.get("produced_at"), new.get("produced_at")) if v is not None]
     out["produced_at"] = min(produced) if produced else None
-    out["events"] = [*old.get("events", []), *new.get("events", [])]
+    events = [*(old.get("events") or []), *(new.get("events") or [])]
+    if events:
+        out["events"] = events
     return out
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def dumps_records(records: list[LogRecord]) -> str:
-    return json.dumps(records, default=_json_default, separators=(",", ":"))
-
-
-async def write_now(conn: Connection, records: list[LogRecord]) -> None:
-    """Write records in the caller's transaction (the outbox path)."""
-    if records:
-        records = sorted(records, key=lambda r: (r["queue_name"], r["message_id"]))
-        await conn.execute(Q.log_events, dumps_records(records))
+def columns(records: list[LogRecord]) -> list[list[Any]]:
+    """Records as orch_bus_log_rows's arrays (JSON values as text; a str is JSON already)."""
+    arrays: list[list[Any]] = []
+    for name in COLUMNS:
+        values = [r.get(name) for r in records]
+        if name in ("message_payload", "headers", "events"):
+            values = [v if v is None or isinstance(v, str) else json.dumps(v) for v in values]
+        arrays.append(values)
+    return arrays
 
 
 class MessageLogWriter:
@@ -127,6 +141,8 @@ class MessageLogWriter:
 
     def __init__(self, db: Database, *, flush_seconds: float = FLUSH_SECONDS) -> None:
         self._db = db
+        #: This writer's counters row (bus_queue_counters.writer).
+        self.writer = uuid.uuid4().hex
         self._flush_seconds = flush_seconds
         self._pending: dict[tuple[str, str], LogRecord] = {}
         self._task: asyncio.Task[None] | None = None
@@ -158,7 +174,7 @@ class MessageLogWriter:
                     rows = [batch[key] for key in sorted(batch)]
                     for start in range(0, len(rows), BATCH_ROWS):
                         chunk = rows[start : start + BATCH_ROWS]
-                        await self._db.execute(Q.log_events, dumps_records(chunk))
+                        await self._db.execute(Q.log_rows, self.writer, *columns(chunk))
                         for rec in chunk:
                             del batch[(rec["queue_name"], rec["message_id"])]
                 except BaseException:

@@ -69,11 +69,10 @@ SELECT pgmq.unbind_topic($1, $2)
 -- Sending ------------------------------------------------------------------------------------
 -- $2 is the PGMQ message as JSON text, $3 the sender's headers as JSON text (or NULL),
 -- $4 the TTL in seconds (or NULL), $5 the delay in seconds. The TTL becomes the header
--- x-orch-expires-at, in the database's time as PGMQ's visibility is. enqueued_at: PGMQ's
--- default for it is now(), the same instant.
+-- x-orch-expires-at, in the database's time as PGMQ's visibility is.
 
 -- name: send_message
-SELECT msg_id, now() AS enqueued_at
+SELECT msg_id
 FROM pgmq.send(
     $1::text,
     $2::text::jsonb,
@@ -87,7 +86,7 @@ FROM pgmq.send(
 
 -- name: send_message_batch
 -- Several messages of one delay into one queue; ids come back in the order given.
-SELECT msg_id, now() AS enqueued_at
+SELECT msg_id
 FROM pgmq.send_batch(
     $1::text,
     $2::text[]::jsonb[],
@@ -105,7 +104,7 @@ ORDER BY msg_id
 -- name: send_topic_batch
 -- Fan-out: every bound queue whose pattern matches the routing key ($1, the message
 -- type) gets each message; one (queue, id) row per copy.
-SELECT queue_name, msg_id, now() AS enqueued_at
+SELECT queue_name, msg_id
 FROM pgmq.send_batch_topic(
     $1::text,
     $2::text[]::jsonb[],
@@ -136,7 +135,7 @@ SELECT * FROM orch_bus_ack($1, $2::bigint[])
 
 -- name: nack
 -- in flight → ready after the delay, or → dead letter when that was its last delivery.
-SELECT outcome, read_ct, message, enqueued_at, clock_timestamp() AS at
+SELECT outcome, read_ct, message, headers, enqueued_at, last_read_at, clock_timestamp() AS at
 FROM orch_bus_nack($1, $2, $3, $4, $5, $6, $7)
 
 -- name: extend
@@ -149,8 +148,10 @@ SELECT orch_bus_dead_letter($1, $2, $3, $4, $5)
 
 -- Logs ---------------------------------------------------------------------------------------
 
--- name: log_events
-SELECT orch_bus_log_events($1::text::jsonb)
+-- name: log_rows
+-- A batch of lifecycle records, one array a column (orchcore.bus.logs.COLUMNS).
+SELECT orch_bus_log_rows($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                         $16, $17, $18, $19)
 
 -- name: recent_messages
 SELECT * FROM message_logs WHERE queue_name = $1
@@ -160,7 +161,9 @@ LIMIT $2
 -- Dead letters -------------------------------------------------------------------------------
 
 -- name: peek
-SELECT * FROM orch_bus_peek($1, $2)
+-- $3: newest first (else oldest first).
+SELECT *, vt > clock_timestamp() AS invisible, octet_length(message->>'payload') AS size_bytes
+FROM orch_bus_peek($1, $2, $3)
 
 -- name: redrive
 -- dead letter → a new message of the original queue (read count 0).
@@ -182,13 +185,13 @@ SELECT pgmq.purge_queue($1)
 SELECT q.queue_name, q.dlq_enabled, d.total, d.ready, d.in_flight, d.delayed,
        d.oldest_age_seconds, d.average_age_seconds, d.sent_total,
        coalesce(dl.total, 0) AS dead_letters,
-       coalesce(c.acked, 0) AS acked_total,
+       coalesce(c.acked, 0)::bigint AS acked_total,
        s.sampled_at AS base_sampled_at, s.sent_total AS base_sent_total,
        s.acked_total AS base_acked_total
 FROM message_queues q
 CROSS JOIN LATERAL orch_bus_depth(q.queue_name) d
 LEFT JOIN LATERAL orch_bus_depth(q.queue_name || '_dlq') dl ON q.dlq_enabled
-LEFT JOIN bus_queue_counters c ON c.queue_name = q.queue_name
+LEFT JOIN bus_queue_totals c ON c.queue_name = q.queue_name
 LEFT JOIN LATERAL (
     SELECT sampled_at, sent_total, acked_total FROM bus_depth_samples b
     WHERE b.queue_name = q.queue_name AND b.sampled_at >= $1::timestamptz - interval '60 seconds'
@@ -208,7 +211,7 @@ SELECT q.queue_name, $1, d.ready, d.in_flight, d.delayed, coalesce(dl.total, 0),
 FROM message_queues q
 CROSS JOIN LATERAL orch_bus_depth(q.queue_name) d
 LEFT JOIN LATERAL orch_bus_depth(q.queue_name || '_dlq') dl ON q.dlq_enabled
-LEFT JOIN bus_queue_counters c ON c.queue_name = q.queue_name
+LEFT JOIN bus_queue_totals c ON c.queue_name = q.queue_name
 WHERE q.is_active AND q.queue_type <> 'topic'
   AND NOT EXISTS (
       SELECT 1 FROM bus_depth_samples b

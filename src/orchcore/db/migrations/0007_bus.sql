@@ -65,18 +65,26 @@ ALTER TABLE message_logs
 DROP INDEX idx_message_logs_queue_status;
 CREATE INDEX idx_message_logs_queue_produced ON message_logs (queue_name, produced_at DESC);
 
--- Running totals per queue (the per-minute rates come from their samples).
+-- Running totals of what left each queue, one row per queue and writing process (so two
+-- processes never queue up on one row); a total is the sum over writers. Messages in
+-- are counted by PGMQ's own msg_id sequence.
 CREATE TABLE bus_queue_counters (
-    queue_name TEXT PRIMARY KEY,
-    produced BIGINT NOT NULL DEFAULT 0,
-    delivered BIGINT NOT NULL DEFAULT 0,
+    queue_name TEXT NOT NULL,
+    writer TEXT NOT NULL,
     acked BIGINT NOT NULL DEFAULT 0,
     failed BIGINT NOT NULL DEFAULT 0,
     dead_lettered BIGINT NOT NULL DEFAULT 0,
     expired BIGINT NOT NULL DEFAULT 0,
     redriven BIGINT NOT NULL DEFAULT 0,
-    purged BIGINT NOT NULL DEFAULT 0
+    purged BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (queue_name, writer)
 );
+
+CREATE VIEW bus_queue_totals AS
+SELECT queue_name, sum(acked)::bigint AS acked, sum(failed)::bigint AS failed,
+       sum(dead_lettered)::bigint AS dead_lettered, sum(expired)::bigint AS expired,
+       sum(redriven)::bigint AS redriven, sum(purged)::bigint AS purged
+FROM bus_queue_counters GROUP BY queue_name;
 
 -- Depth of each queue every few seconds (sampled by the daemons), for the console's chart.
 CREATE TABLE bus_depth_samples (
@@ -96,20 +104,31 @@ CREATE INDEX idx_bus_depth_samples_time ON bus_depth_samples (sampled_at);
 -- Queue names reach dynamic SQL only through format('%I'), and only names that PGMQ and
 -- the registry's CHECK accept exist at all.
 
--- Write a batch of lifecycle events: $1 is a JSON array of records, at most one per
--- (queue, message), each with the latest known facts and its ``events``. Rows are taken
--- in key order, so two writers never lock the same rows in opposite orders.
--- A message's status follows its latest event: produced → delivered → acked, or
--- → failed → delivered ..., or → dead_lettered | expired | purged; dead_lettered → redriven.
-CREATE FUNCTION orch_bus_log_events(p_events JSONB) RETURNS void LANGUAGE sql AS $$
+-- Write a batch of lifecycle records, one array a column, at most one record per
+-- (queue, message); $1 names the writer (its counters row). A record is a message's
+-- latest facts: its status at status_at, and in ``events`` (JSON) what the columns do
+-- not hold. Rows are taken in key order, so two writers never lock the same rows in
+-- opposite orders; an existing row takes only the events later than its own latest.
+-- A message's status follows its latest event: produced → acked, or → failed → ... →
+-- acked | dead_lettered | failed (no dead-letter queue), or → expired | purged;
+-- dead_lettered → redriven.
+CREATE FUNCTION orch_bus_log_rows(
+    p_writer TEXT, p_queue TEXT[], p_message_id TEXT[], p_status TEXT[],
+    p_status_at TIMESTAMPTZ[], p_producer TEXT[], p_consumer TEXT[], p_type TEXT[],
+    p_correlation TEXT[], p_size INTEGER[], p_retry_count INTEGER[],
+    p_delivered_at TIMESTAMPTZ[], p_consumed_at TIMESTAMPTZ[], p_processing_ms INTEGER[],
+    p_error TEXT[], p_payload TEXT[], p_headers TEXT[], p_produced_at TIMESTAMPTZ[],
+    p_events TEXT[]
+) RETURNS void LANGUAGE sql AS $$
     WITH e AS (
-        SELECT * FROM jsonb_to_recordset(p_events) AS x(
-            queue_name TEXT, message_id TEXT, status TEXT, status_at TIMESTAMPTZ,
-            producer_service TEXT, consumer_service TEXT, message_type TEXT,
-            correlation_id TEXT, message_size_bytes INTEGER, retry_count INTEGER,
-            delivered_at TIMESTAMPTZ, consumed_at TIMESTAMPTZ, processing_time_ms INTEGER,
-            error_message TEXT, message_payload JSONB, headers JSONB, produced_at TIMESTAMPTZ,
-            events JSONB)
+        SELECT * FROM unnest(
+            p_queue, p_message_id, p_status, p_status_at, p_producer, p_consumer, p_type,
+            p_correlation, p_size, p_retry_count, p_delivered_at, p_consumed_at,
+            p_processing_ms, p_error, p_payload, p_headers, p_produced_at, p_events
+        ) AS x(queue_name, message_id, status, status_at, producer_service, consumer_service,
+               message_type, correlation_id, message_size_bytes, retry_count, delivered_at,
+               consumed_at, processing_time_ms, error_message, message_payload, headers,
+               produced_at, events)
     ), logged AS (
         INSERT INTO message_logs AS m (
             queue_name, message_id, status, status_at, producer_service, consumer_service,
@@ -119,11 +138,12 @@ CREATE FUNCTION orch_bus_log_events(p_events JSONB) RETURNS void LANGUAGE sql AS
         SELECT queue_name, message_id, status, status_at, coalesce(producer_service, 'unknown'),
                consumer_service, coalesce(message_type, 'unknown'), correlation_id,
                message_size_bytes, coalesce(retry_count, 0), delivered_at, consumed_at,
-               processing_time_ms, error_message, message_payload, coalesce(headers, '{}'),
-               coalesce(produced_at, status_at), coalesce(events, '[]'), now()
+               processing_time_ms, error_message, message_payload::jsonb,
+               coalesce(headers::jsonb, '{}'), coalesce(produced_at, status_at),
+               coalesce(events::jsonb, '[]'), now()
         FROM e ORDER BY queue_name, message_id
         ON CONFLICT (queue_name, message_id) DO UPDATE SET
-            status = CASE WHEN m.status_at IS NULL OR EXCLUDED.status_at >= m.status_at
+            status = CASE WHEN EXCLUDED.status_at >= m.status_at
                           THEN EXCLUDED.status ELSE m.status END,
             status_at = greatest(m.status_at, EXCLUDED.status_at),
             producer_service = CASE WHEN m.producer_service = 'unknown'
@@ -141,26 +161,22 @@ CREATE FUNCTION orch_bus_log_events(p_events JSONB) RETURNS void LANGUAGE sql AS
             message_payload = coalesce(EXCLUDED.message_payload, m.message_payload),
             headers = CASE WHEN m.headers = '{}' THEN EXCLUDED.headers ELSE m.headers END,
             produced_at = least(m.produced_at, EXCLUDED.produced_at),
-            events = m.events || EXCLUDED.events,
+            events = m.events || coalesce(
+                (SELECT jsonb_agg(ev) FROM jsonb_array_elements(EXCLUDED.events) AS ev
+                 WHERE (ev->>'at')::timestamptz > m.status_at), '[]'),
             updated_at = now()
     )
     INSERT INTO bus_queue_counters AS c (
-        queue_name, produced, delivered, acked, failed, dead_lettered, expired, redriven, purged)
-    SELECT e.queue_name,
-           count(*) FILTER (WHERE ev->>'event' = 'produced'),
-           count(*) FILTER (WHERE ev->>'event' = 'delivered'),
-           count(*) FILTER (WHERE ev->>'event' = 'acked'),
-           count(*) FILTER (WHERE ev->>'event' = 'failed'),
-           count(*) FILTER (WHERE ev->>'event' = 'dead_lettered'),
-           count(*) FILTER (WHERE ev->>'event' = 'expired'),
-           count(*) FILTER (WHERE ev->>'event' = 'redriven'),
-           count(*) FILTER (WHERE ev->>'event' = 'purged')
-    FROM e CROSS JOIN LATERAL jsonb_array_elements(coalesce(e.events, '[]')) AS ev
-    GROUP BY e.queue_name
-    ORDER BY e.queue_name
-    ON CONFLICT (queue_name) DO UPDATE SET
-        produced = c.produced + EXCLUDED.produced,
-        delivered = c.delivered + EXCLUDED.delivered,
+        queue_name, writer, acked, failed, dead_lettered, expired, redriven, purged)
+    SELECT e.queue_name, p_writer,
+           count(*) FILTER (WHERE e.status = 'acked'),
+           count(*) FILTER (WHERE e.status = 'failed'),
+           count(*) FILTER (WHERE e.status = 'dead_lettered'),
+           count(*) FILTER (WHERE e.status = 'expired'),
+           count(*) FILTER (WHERE e.status = 'redriven'),
+           count(*) FILTER (WHERE e.status = 'purged')
+    FROM e GROUP BY e.queue_name ORDER BY e.queue_name
+    ON CONFLICT (queue_name, writer) DO UPDATE SET
         acked = c.acked + EXCLUDED.acked,
         failed = c.failed + EXCLUDED.failed,
         dead_lettered = c.dead_lettered + EXCLUDED.dead_lettered,
@@ -169,11 +185,37 @@ CREATE FUNCTION orch_bus_log_events(p_events JSONB) RETURNS void LANGUAGE sql AS
         purged = c.purged + EXCLUDED.purged
 $$;
 
--- One event record for orch_bus_log_events, from a PGMQ message and what happened to it.
+-- The same from a JSON array of records (what the database's own paths and the saga
+-- outbox write); $2 the writer.
+CREATE FUNCTION orch_bus_log_events(p_events JSONB, p_writer TEXT) RETURNS void
+LANGUAGE sql AS $$
+    SELECT orch_bus_log_rows(
+        p_writer, array_agg(queue_name), array_agg(message_id), array_agg(status),
+        array_agg(status_at), array_agg(producer_service), array_agg(consumer_service),
+        array_agg(message_type), array_agg(correlation_id), array_agg(message_size_bytes),
+        array_agg(retry_count), array_agg(delivered_at), array_agg(consumed_at),
+        array_agg(processing_time_ms), array_agg(error_message), array_agg(message_payload),
+        array_agg(headers), array_agg(produced_at), array_agg(events))
+    FROM jsonb_to_recordset(p_events) AS x(
+        queue_name TEXT, message_id TEXT, status TEXT, status_at TIMESTAMPTZ,
+        producer_service TEXT, consumer_service TEXT, message_type TEXT, correlation_id TEXT,
+        message_size_bytes INTEGER, retry_count INTEGER, delivered_at TIMESTAMPTZ,
+        consumed_at TIMESTAMPTZ, processing_time_ms INTEGER, error_message TEXT,
+        message_payload TEXT, headers TEXT, produced_at TIMESTAMPTZ, events TEXT)
+    HAVING count(*) > 0
+$$;
+
+-- The same, for callers that keep no counters row of their own.
+CREATE FUNCTION orch_bus_log_events(p_events JSONB) RETURNS void LANGUAGE sql AS $$
+    SELECT orch_bus_log_events(p_events, 'db')
+$$;
+
+-- One record for orch_bus_log_events: a message's facts and what just happened to it
+-- (p_event, now), after its production and latest delivery (when known).
 CREATE FUNCTION orch_bus_event(
     p_queue TEXT, p_msg_id BIGINT, p_event TEXT, p_message JSONB, p_headers JSONB,
-    p_enqueued_at TIMESTAMPTZ, p_retry_count INTEGER, p_error TEXT, p_consumer TEXT,
-    p_with_payload BOOLEAN
+    p_produced_at TIMESTAMPTZ, p_delivered_at TIMESTAMPTZ, p_retry_count INTEGER,
+    p_error TEXT, p_consumer TEXT, p_with_payload BOOLEAN
 ) RETURNS JSONB LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object(
         'queue_name', p_queue, 'message_id', p_msg_id::text, 'status', p_event,
@@ -182,30 +224,37 @@ CREATE FUNCTION orch_bus_event(
         'consumer_service', p_consumer,
         'message_type', p_message->>'type',
         'correlation_id', p_message->>'correlation_id',
+        'message_size_bytes', octet_length(p_message->>'payload'),
         'retry_count', p_retry_count,
+        'delivered_at', p_delivered_at,
         'consumed_at', CASE WHEN p_event <> 'produced' THEN clock_timestamp() END,
         'error_message', p_error,
-        'message_payload', CASE WHEN p_with_payload THEN p_message->'payload' END,
-        'headers', p_headers,
-        'produced_at', p_enqueued_at,
-        'events', jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
-            'event', p_event, 'at', clock_timestamp(), 'retry_count', p_retry_count,
-            'error', p_error))))
+        'message_payload', CASE WHEN p_with_payload THEN (p_message->'payload')::text END,
+        'headers', p_headers::text,
+        'produced_at', p_produced_at,
+        'events', CASE WHEN p_event <> 'produced' THEN jsonb_build_array(jsonb_strip_nulls(
+            jsonb_build_object('event', p_event, 'at', clock_timestamp(),
+                               'retry_count', p_retry_count, 'error', p_error,
+                               'consumer', p_consumer)))::text END)
 $$;
 
 -- When a message expires (its x-orch-expires-at header), or NULL: a header PostgreSQL
 -- cannot read must not make a message undeliverable, so it counts as no TTL.
-CREATE FUNCTION orch_bus_expires_at(p_headers JSONB) RETURNS TIMESTAMPTZ
-LANGUAGE plpgsql IMMUTABLE AS $$
+-- (The cast sits in a function of its own: a plpgsql exception block costs a
+-- subtransaction each time it is entered, and most messages have no TTL.)
+CREATE FUNCTION orch_bus_read_timestamp(p_text TEXT) RETURNS TIMESTAMPTZ
+LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    IF p_headers IS NULL OR jsonb_typeof(p_headers) <> 'object'
-       OR NOT p_headers ? 'x-orch-expires-at' THEN
-        RETURN NULL;
-    END IF;
-    RETURN (p_headers->>'x-orch-expires-at')::timestamptz;
+    RETURN p_text::timestamptz;
 EXCEPTION WHEN others THEN
     RETURN NULL;
 END $$;
+
+CREATE FUNCTION orch_bus_expires_at(p_headers JSONB) RETURNS TIMESTAMPTZ
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN jsonb_typeof(p_headers) = 'object' AND p_headers ? 'x-orch-expires-at'
+                THEN orch_bus_read_timestamp(p_headers->>'x-orch-expires-at') END
+$$;
 
 -- A message out of its queue for good, in the caller's transaction: to the dead-letter
 -- queue with its last error, attempts, original queue and id (``p_dlq``), or, without a
@@ -238,7 +287,9 @@ BEGIN
     END IF;
     PERFORM orch_bus_log_events(jsonb_build_array(orch_bus_event(
         p_queue, m.msg_id, event, m.message, m.headers, m.enqueued_at,
-        greatest(p_attempts - 1, 0), error_text, p_consumer, true)));
+        -- a read that found the limit passed is no delivery: its time is not the last one's
+        CASE WHEN p_attempts >= m.read_ct THEN m.last_read_at END,
+        greatest(p_attempts - 1, 0), error_text, p_consumer, true)), 'db');
     PERFORM pg_notify('orch', json_build_object(
         'topic', 'dead_letter', 'op', event, 'queue_name', p_queue)::text);
     RETURN dead_id;
@@ -265,8 +316,8 @@ BEGIN
             IF expires IS NOT NULL AND expires <= clock_timestamp() THEN
                 PERFORM pgmq.archive(p_queue, m.msg_id);
                 PERFORM orch_bus_log_events(jsonb_build_array(orch_bus_event(
-                    p_queue, m.msg_id, 'expired', m.message, m.headers, m.enqueued_at,
-                    m.read_ct - 1, NULL, NULL, true)));
+                    p_queue, m.msg_id, 'expired', m.message, m.headers, m.enqueued_at, NULL,
+                    m.read_ct - 1, NULL, NULL, true)), 'db');
                 set_aside := set_aside + 1;
             ELSIF p_max_deliveries IS NOT NULL AND m.read_ct > p_max_deliveries THEN
                 PERFORM orch_bus_bury(p_queue, p_dlq, m, m.read_ct - 1,
@@ -290,7 +341,8 @@ END $$;
 CREATE FUNCTION orch_bus_nack(
     p_queue TEXT, p_msg_id BIGINT, p_delay INTEGER, p_error TEXT, p_max_deliveries INTEGER,
     p_dlq TEXT, p_consumer TEXT
-) RETURNS TABLE (outcome TEXT, read_ct INTEGER, message JSONB, enqueued_at TIMESTAMPTZ)
+) RETURNS TABLE (outcome TEXT, read_ct INTEGER, message JSONB, headers JSONB,
+                  enqueued_at TIMESTAMPTZ, last_read_at TIMESTAMPTZ)
 LANGUAGE plpgsql AS $$
 DECLARE
     m pgmq.message_record;
@@ -311,10 +363,11 @@ BEGIN
     IF p_max_deliveries IS NOT NULL AND m.read_ct >= p_max_deliveries THEN
         PERFORM orch_bus_bury(p_queue, p_dlq, m, m.read_ct, p_error, p_consumer);
         RETURN QUERY SELECT CASE WHEN p_dlq IS NULL THEN 'failed' ELSE 'dead_lettered' END,
-                            m.read_ct, m.message, m.enqueued_at;
+                            m.read_ct, m.message, m.headers, m.enqueued_at, m.last_read_at;
         RETURN;
     END IF;
-    RETURN QUERY SELECT 'retry'::text, m.read_ct, m.message, m.enqueued_at;
+    RETURN QUERY SELECT 'retry'::text, m.read_ct, m.message, m.headers, m.enqueued_at,
+                        m.last_read_at;
 END $$;
 
 -- A message straight to its dead letters (a push answered 4xx: retrying cannot help).
@@ -340,13 +393,14 @@ END $$;
 CREATE FUNCTION orch_bus_ack(p_queue TEXT, p_msg_ids BIGINT[])
 RETURNS TABLE (msg_id BIGINT, read_ct INTEGER, enqueued_at TIMESTAMPTZ,
                last_read_at TIMESTAMPTZ, acked_at TIMESTAMPTZ, message_type TEXT,
-               correlation_id TEXT, producer TEXT)
+               correlation_id TEXT, producer TEXT, size_bytes INTEGER, headers_json TEXT)
 LANGUAGE plpgsql AS $$
 BEGIN
     RETURN QUERY EXECUTE format($q$
         DELETE FROM pgmq.%I WHERE msg_id = ANY($1)
         RETURNING msg_id, read_ct, enqueued_at, last_read_at, clock_timestamp(),
-                  message->>'type', message->>'correlation_id', message->>'producer'
+                  message->>'type', message->>'correlation_id', message->>'producer',
+                  octet_length(message->>'payload'), headers::text
         $q$, pgmq.format_table_name(p_queue, 'q'))
     USING p_msg_ids;
 END $$;
@@ -378,13 +432,13 @@ BEGIN
                 'x-orch-last-error-delivery', 'x-orch-produced-at'])
             || jsonb_build_object('x-orch-redriven-from', original),
             0);
-        PERFORM orch_bus_log_events(jsonb_build_array(
-            orch_bus_event(p_queue, new_id, 'produced', m.message, m.headers, clock_timestamp(),
-                           0, NULL, NULL, false)));
+        PERFORM orch_bus_log_events(jsonb_build_array(orch_bus_event(
+            p_queue, new_id, 'produced', m.message, m.headers, clock_timestamp(), NULL, 0,
+            NULL, NULL, false)), 'db');
         IF original ~ '^[0-9]+$' THEN
-            PERFORM orch_bus_log_events(jsonb_build_array(
-                orch_bus_event(p_queue, original::bigint, 'redriven', m.message, m.headers,
-                               m.enqueued_at, 0, NULL, NULL, false)));
+            PERFORM orch_bus_log_events(jsonb_build_array(orch_bus_event(
+                p_queue, original::bigint, 'redriven', m.message, m.headers, NULL, NULL, 0,
+                NULL, NULL, false)), 'db');
         END IF;
         dead_letter_id := m.msg_id;
         message_id := new_id;
@@ -413,9 +467,9 @@ BEGIN
     LOOP
         original := m.headers->>'x-orch-original-message-id';
         IF original ~ '^[0-9]+$' THEN
-            PERFORM orch_bus_log_events(jsonb_build_array(
-                orch_bus_event(p_queue, original::bigint, 'purged', m.message, m.headers,
-                               m.enqueued_at, 0, NULL, NULL, false)));
+            PERFORM orch_bus_log_events(jsonb_build_array(orch_bus_event(
+                p_queue, original::bigint, 'purged', m.message, m.headers, NULL, NULL, 0,
+                NULL, NULL, false)), 'db');
         END IF;
         RETURN NEXT m.msg_id;
     END LOOP;
@@ -425,9 +479,9 @@ BEGIN
     END IF;
 END $$;
 
--- The messages of a PGMQ queue as they are, oldest first, without reading them (a read
--- would count as a delivery).
-CREATE FUNCTION orch_bus_peek(p_queue TEXT, p_limit INTEGER)
+-- The messages of a PGMQ queue as they are, oldest first (or newest first), without
+-- reading them (a read would count as a delivery).
+CREATE FUNCTION orch_bus_peek(p_queue TEXT, p_limit INTEGER, p_newest BOOLEAN)
 RETURNS SETOF pgmq.message_record LANGUAGE plpgsql STABLE AS $$
 BEGIN
     IF to_regclass(format('pgmq.%I', pgmq.format_table_name(p_queue, 'q'))) IS NULL THEN
@@ -435,8 +489,8 @@ BEGIN
     END IF;
     RETURN QUERY EXECUTE format($q$
         SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers
-        FROM pgmq.%I ORDER BY msg_id LIMIT $1
-        $q$, pgmq.format_table_name(p_queue, 'q'))
+        FROM pgmq.%I ORDER BY msg_id %s LIMIT $1
+        $q$, pgmq.format_table_name(p_queue, 'q'), CASE WHEN p_newest THEN 'DESC' ELSE 'ASC' END)
     USING p_limit;
 END $$;
 
@@ -501,8 +555,8 @@ BEGIN
     LOOP
         PERFORM pgmq.archive(p_queue, m.msg_id);
         PERFORM orch_bus_log_events(jsonb_build_array(orch_bus_event(
-            p_queue, m.msg_id, 'expired', m.message, m.headers, m.enqueued_at,
-            greatest(m.read_ct - 1, 0), NULL, NULL, true)));
+            p_queue, m.msg_id, 'expired', m.message, m.headers, m.enqueued_at, NULL,
+            greatest(m.read_ct - 1, 0), NULL, NULL, true)), 'db');
         n := n + 1;
     END LOOP;
     RETURN n;
