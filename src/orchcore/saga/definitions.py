@@ -45,7 +45,7 @@ class DefinitionStore:
         """Register a definition; the same name, version and content again is a no-op."""
         parsed = parse(WorkflowDefinition, definition)
         stored = parsed.model_dump(mode="json")
-        warnings = await self._unknown_services(parsed)
+        warnings = await self._unknown_services(parsed) + await self._unknown_queues(parsed)
         now = self._clock.now()
         async with self._db.transaction() as conn:
             row = await conn.fetchrow(
@@ -107,6 +107,16 @@ class DefinitionStore:
                 "steps": len(r["definition"]["steps"]),
             }
             for r in rows
+        ]
+
+    async def _unknown_queues(self, definition: WorkflowDefinition) -> list[str]:
+        wanted = definition.queues()
+        if not wanted:
+            return []
+        known = {row["queue_name"] for row in await self._db.fetch(Q.registered_queue_names)}
+        return [
+            f"queue {name!r} does not exist or is inactive (yet): publishing to it fails the step"
+            for name in sorted(wanted - known)
         ]
 
     async def _unknown_services(self, definition: WorkflowDefinition) -> list[str]:

@@ -28,16 +28,24 @@ from uuid import UUID, uuid4
 
 from asyncpg import Record
 
+from orchcore.bus import MessageBus
 from orchcore.callpath import ServiceCaller
 from orchcore.clock import Clock
 from orchcore.db import Database, Queries
 from orchcore.db.failures import is_transient
 from orchcore.errors import OrchError
-from orchcore.saga import compensation, forward, operator, planner
+from orchcore.saga import compensation, forward, operator, outbox, planner
 from orchcore.saga.execution import call_compensation, call_forward
+from orchcore.saga.models import PublishMessage
 from orchcore.saga.parallel import run_parallel
 from orchcore.saga.persistence import write_changes
-from orchcore.saga.state import Command, CommandOutcome, StepState, WorkflowState
+from orchcore.saga.state import (
+    Command,
+    CommandOutcome,
+    OutboxMessage,
+    StepState,
+    WorkflowState,
+)
 from orchcore.saga.status import (
     STEP_ENDED_BADLY,
     TERMINAL,
@@ -84,6 +92,8 @@ class DriveHost(Protocol):
     def clock(self) -> Clock: ...
 
     async def caller(self) -> ServiceCaller: ...
+
+    def message_bus(self) -> MessageBus: ...
 
     def note_progress(self, workflow_id: UUID) -> None: ...
 
@@ -138,11 +148,13 @@ class Drive:
                         self.host.note_due(until)
                         return
                 case planner.Complete():
-                    forward.complete(state, now, self.actor)
+                    await self._publish_at_end(state.definition.publish_on_completed)
+                    forward.complete(state, self.clock.now(), self.actor)
                     if await self.commit(release=True):
                         return
                 case planner.FinishCompensation():
-                    compensation.finish(state, now, self.actor)
+                    await self._publish_at_end(state.definition.publish_on_compensated)
+                    compensation.finish(state, self.clock.now(), self.actor)
                     if await self.commit(release=True):
                         return
                 case planner.BeginCompensation(reason=reason):
@@ -157,6 +169,8 @@ class Drive:
                     forward.finish_parallel(state, step, now, self.actor)
                 case planner.RunStep(step=step):
                     await self.attempt_forward(caller, step)
+                case planner.Publish(step=step):
+                    await self._publish_step(step)
                 case planner.Compensate(step=step):
                     await self._attempt_compensation(caller, step)
                 case planner.RunParallel(step=step):
@@ -182,7 +196,27 @@ class Drive:
     async def call_started(self, caller: ServiceCaller, step: StepState) -> None:
         """Make the attempt whose start is committed, and apply what came of it."""
         outcome = await call_forward(caller, self.clock, self.state, step)
-        forward.apply_attempt(self.state, step, outcome, self.clock.now(), self.actor)
+        messages: list[OutboxMessage] = []
+        if outcome.ok and getattr(step.definition, "publish", None):
+            outcome, messages = await outbox.on_success(
+                self.host.message_bus(), self.state, step, outcome, actor=self.actor
+            )
+        forward.apply_attempt(self.state, step, outcome, self.clock.now(), self.actor, messages)
+
+    async def _publish_step(self, step: StepState) -> None:
+        """A publish step: checked and encoded now, sent by the commit that records it."""
+        outcome, messages = await outbox.for_publish_step(
+            self.host.message_bus(), self.state, step, actor=self.actor
+        )
+        forward.publish(self.state, step, outcome, messages, self.clock.now(), self.actor)
+
+    async def _publish_at_end(self, publish: list[PublishMessage]) -> None:
+        if not publish:
+            return
+        messages, refusal = await outbox.at_end(
+            self.host.message_bus(), self.state, publish, actor=self.actor
+        )
+        forward.publish_at_end(self.state, messages, refusal, self.clock.now(), self.actor)
 
     async def _attempt_compensation(self, caller: ServiceCaller, step: StepState) -> None:
         undo = compensation.start_attempt(self.state, step, self.clock.now(), self.actor)

@@ -6,14 +6,14 @@ nothing here waits or touches the database, so every rule is tested without eith
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from orchcore.saga import planner
 from orchcore.saga.execution import Outcome, idempotency_key
 from orchcore.saga.paths import PathError, apply_output
-from orchcore.saga.state import Event, StepState, WorkflowState
+from orchcore.saga.state import AlertDraft, Event, OutboxMessage, StepState, WorkflowState
 from orchcore.saga.status import (
     STEP_DONE,
     STEP_ENDED_BADLY,
@@ -66,13 +66,20 @@ def start_attempt(
 
 
 def apply_attempt(
-    state: WorkflowState, step: StepState, outcome: Outcome, now: datetime, actor: str
+    state: WorkflowState,
+    step: StepState,
+    outcome: Outcome,
+    now: datetime,
+    actor: str,
+    messages: Sequence[OutboxMessage] = (),
 ) -> None:
-    """What one attempt of a forward step came to."""
+    """What one attempt of a forward step came to (``messages``: what it publishes if it
+    succeeded, checked and encoded already; they go out with the commit that records it)."""
     step.dirty = True
     step.attempt_deadline = None
     if step.status == StepStatus.UNCERTAIN:
-        _resolve_uncertain(state, step, outcome, now, actor)
+        if _resolve_uncertain(state, step, outcome, now, actor):
+            _publish(state, step.name, messages, now, actor)
         return
     if step.status != StepStatus.RUNNING:
         # An operator settled the step (cancelled it) while this attempt was out.
@@ -95,8 +102,72 @@ def apply_attempt(
             outcome = replace(outcome, ok=False, transient=False, error=f"output_mapping: {exc}")
         else:
             _succeeded(state, step, outcome, now, actor)
+            _publish(state, step.name, messages, now, actor)
             return
     _failed(state, step, outcome, now, actor)
+
+
+def _publish(
+    state: WorkflowState,
+    step_name: str | None,
+    messages: Sequence[OutboxMessage],
+    now: datetime,
+    actor: str,
+) -> None:
+    if not messages:
+        return
+    state.outbox.extend(messages)
+    state.record(
+        step_name,
+        WorkflowEvent.MESSAGES_PUBLISHED,
+        actor,
+        now,
+        messages=[{"queue": m.queue_name, "type": m.message_type} for m in messages],
+    )
+
+
+def publish(
+    state: WorkflowState,
+    step: StepState,
+    outcome: Outcome,
+    messages: Sequence[OutboxMessage],
+    now: datetime,
+    actor: str,
+) -> None:
+    """A publish step: its messages ride with the commit that records it completed; a
+    refused one fails it (retried when the refusal was the database's)."""
+    step.dirty = True
+    step.started_at = step.started_at or now
+    step.input_data = outcome.request
+    if outcome.ok:
+        complete_step(state, step, outcome.output, now)
+        _publish(state, step.name, messages, now, actor)
+        return
+    _failed(state, step, outcome, now, actor)
+
+
+def publish_at_end(
+    state: WorkflowState,
+    messages: Sequence[OutboxMessage],
+    refusal: str | None,
+    now: datetime,
+    actor: str,
+) -> None:
+    """The messages of the workflow's end, committed with it. A refused one cannot hold
+    the end back (what the workflow did is done): it is on the timeline and alerted."""
+    if refusal is None:
+        _publish(state, None, messages, now, actor)
+        return
+    state.record(None, WorkflowEvent.PUBLISH_REFUSED, actor, now, error=refusal)
+    state.alerts.append(
+        AlertDraft(
+            kind="workflow_publish_refused",
+            severity="warning",
+            title=f"workflow {state.name} {state.correlation_id}: its end's messages "
+            "were not published",
+            details={"workflow_id": str(state.id), "error": refusal},
+        )
+    )
 
 
 def _succeeded(
@@ -207,17 +278,20 @@ def end_step_badly(
 
 def _resolve_uncertain(
     state: WorkflowState, step: StepState, outcome: Outcome, now: datetime, actor: str
-) -> None:
-    """The answer of an attempt the workflow stopped waiting for came after all.
+) -> bool:
+    """The answer of an attempt the workflow stopped waiting for came after all; True
+    when it made the step completed.
 
     Before compensation reaches the step, a success makes it completed (its effect is
     known to exist) and a definite refusal makes it failed (nothing to undo)."""
+    completed = False
     if step.compensation_status is None:
         if outcome.ok:
             step.status = StepStatus.COMPLETED
             step.output_data = outcome.output
             step.completed_at = now
             step.outcome_unknown = False
+            completed = True
         elif not outcome.outcome_unknown:
             step.status = StepStatus.FAILED
             step.outcome_unknown = False
@@ -232,6 +306,7 @@ def _resolve_uncertain(
         error=outcome.error,
         resolved=str(step.status),
     )
+    return completed
 
 
 # -- decisions, delays, the end ---------------------------------------------------------

@@ -17,12 +17,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     field_validator,
     model_serializer,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 
+from orchcore.bus.models import QUEUE_NAME
 from orchcore.callpath.headers import check_header_value
 from orchcore.callpath.refusals import InvalidCallError
 from orchcore.saga.paths import PathError, check_path, check_template
@@ -42,7 +44,7 @@ def _header_safe(value: str) -> str:
 CorrelationId = Annotated[str, AfterValidator(_header_safe)]
 Document = Annotated[dict[str, Any], AfterValidator(storable_document)]
 
-StepType = Literal["service_call", "decision", "parallel", "delay"]
+StepType = Literal["service_call", "decision", "parallel", "delay", "publish"]
 CompensationStrategy = Literal["all", "partial", "none"]
 
 
@@ -88,6 +90,39 @@ class _Model(BaseModel):
         populate_by_name=True,
         serialize_by_alias=False,
     )
+
+
+class _WithOutbox(_Model):
+    """A model with outbox fields (:class:`PublishMessage` lists): stored and shown
+    without them when unset, so a definition registered before the outbox existed
+    still compares equal to itself when registered again."""
+
+    @model_serializer(mode="wrap")
+    def _without_unset_outbox(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for key in ("publish", "publish_on_completed", "publish_on_compensated"):
+            if key in data and not data[key]:
+                del data[key]
+        return data
+
+
+class PublishMessage(_Model):
+    """A message a step publishes through the outbox: committed in the statement that
+    records the step's result, so it is sent if and only if the step is recorded.
+
+    The payload is built from the workflow's context like a request body
+    (``{payload field: context path}``); the message's correlation id is the
+    workflow's, its producer the workflow's initiating service."""
+
+    queue_name: str = Field(pattern=QUEUE_NAME)
+    message_type: str = Field(min_length=1, max_length=200)
+    payload_mapping: Mapping_ = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+    delay_seconds: int = Field(default=0, ge=0, le=7 * 24 * 3600)
+    ttl_seconds: int | None = Field(default=None, ge=1, le=365 * 24 * 3600)
+
+
+Outbox = Annotated[list[PublishMessage], Field(max_length=20)]
 
 
 class StepRetryPolicy(_Model):
@@ -146,7 +181,7 @@ class DecisionConditions(_Model):
         return value
 
 
-class BranchStep(_Model):
+class BranchStep(_WithOutbox):
     """A step inside a parallel branch: a service call."""
 
     name: str = Field(min_length=1, max_length=100)
@@ -159,6 +194,8 @@ class BranchStep(_Model):
     compensation_action: CompensationAction | None = None
     retry_policy: StepRetryPolicy = Field(default_factory=StepRetryPolicy)
     timeout_seconds: float = Field(default=30, gt=0, le=3600)
+    #: published when the call succeeds, with its result
+    publish: Outbox | None = None
 
 
 class Branch(_Model):
@@ -166,7 +203,7 @@ class Branch(_Model):
     steps: list[BranchStep] = Field(min_length=1)
 
 
-class WorkflowStep(_Model):
+class WorkflowStep(_WithOutbox):
     name: str = Field(min_length=1, max_length=100)
     type: StepType
     order: int = Field(ge=0, le=10_000)
@@ -181,6 +218,8 @@ class WorkflowStep(_Model):
     conditions: DecisionConditions | None = None
     branches: list[Branch] | None = None
     delay_seconds: float | None = Field(default=None, ge=0, le=30 * 86_400)
+    #: a publish step's messages; a service_call step's, published when it succeeds
+    publish: Outbox | None = None
 
     @field_validator("method")
     @classmethod
@@ -206,12 +245,18 @@ class WorkflowStep(_Model):
             raise ValueError("branches: only parallel steps have branches")
         if kind == "delay" and self.delay_seconds is None:
             raise ValueError("delay_seconds: a delay step needs delay_seconds")
-        if kind in ("decision", "parallel", "delay") and (self.service_name or self.endpoint):
+        if kind == "publish" and not self.publish:
+            raise ValueError("publish: a publish step needs at least one message")
+        if self.publish and kind not in ("service_call", "publish"):
+            raise ValueError(f"publish: a {kind} step publishes nothing")
+        if kind in ("decision", "parallel", "delay", "publish") and (
+            self.service_name or self.endpoint
+        ):
             raise ValueError(f"service_name: a {kind} step calls no service itself")
         return self
 
 
-class WorkflowDefinition(_Model):
+class WorkflowDefinition(_WithOutbox):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[a-z][a-z0-9_.-]*$")
     version: str = Field(default="1.0.0", min_length=1, max_length=64)
     description: str | None = None
@@ -221,6 +266,10 @@ class WorkflowDefinition(_Model):
     compensate_steps: list[str] | None = Field(
         default=None, description="with strategy partial: the steps to compensate"
     )
+    #: published with the commit that completes the workflow ...
+    publish_on_completed: Outbox = Field(default_factory=list)
+    #: ... and with the one that ends its compensation
+    publish_on_compensated: Outbox = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _coherent(self) -> WorkflowDefinition:
@@ -259,6 +308,16 @@ class WorkflowDefinition(_Model):
                 raise ValueError(f"compensate_steps: no step {sorted(unknown)[0]!r}")
         self.steps = ordered
         return self
+
+    def queues(self) -> set[str]:
+        """The queues the workflow publishes to."""
+        found = {m.queue_name for m in self.publish_on_completed + self.publish_on_compensated}
+        for step in self.steps:
+            found.update(m.queue_name for m in step.publish or [])
+            for branch in step.branches or []:
+                for inner in branch.steps:
+                    found.update(m.queue_name for m in inner.publish or [])
+        return found
 
     def services(self) -> set[str]:
         found: set[str] = set()

@@ -1,5 +1,9 @@
 """Reading a workflow whole and writing its changes back: the one write path.
 
+The messages a step publishes (the outbox) go in the same statement: PGMQ's send runs
+only when the guard lets the rest be written, so a message is sent if and only if the
+step that publishes it is recorded.
+
 A drive (after a step) and an operator (when no daemon holds the workflow) both write
 through :func:`write_changes`: the same statement, the same guard (revision read and
 lease), so nothing one of them writes can be written over by the other unseen.
@@ -81,6 +85,7 @@ async def write_changes(
         changes.progressed,
         actor,
         [a.as_record() for a in changes.audits],
+        [m.as_record() for m in changes.messages],
     )
     return revision
 

@@ -47,6 +47,13 @@ class RunStep:
 
 
 @dataclass(frozen=True)
+class Publish:
+    """A publish step: its messages go out with the commit that records it."""
+
+    step: StepState
+
+
+@dataclass(frozen=True)
 class Decide:
     step: StepState
 
@@ -95,6 +102,7 @@ Action = (
     | Wait
     | Complete
     | RunStep
+    | Publish
     | Decide
     | StartDelay
     | FinishDelay
@@ -119,10 +127,10 @@ def plan(state: WorkflowState, now: datetime) -> Action:
         return Complete()
     if step.status in STEP_ENDED_BADLY:
         return BeginCompensation(_why_ended(step))
-    if step.type == "service_call":
+    if step.type in ("service_call", "publish"):
         if _waiting(step, now):
             return Wait(min(_due(step), state.timeout_at))
-        return RunStep(step)
+        return RunStep(step) if step.type == "service_call" else Publish(step)
     if step.type == "decision":
         return Decide(step)
     if step.type == "delay":

@@ -22,6 +22,9 @@ FROM workflow_definitions d ORDER BY workflow_name, created_at DESC
 -- name: registered_service_names
 SELECT service_name FROM microservices
 
+-- name: registered_queue_names
+SELECT queue_name FROM message_queues WHERE is_active
+
 -- name: start_workflow
 -- One statement: the workflow, its steps (the first one's attempt started when a runner
 -- here drives it at once) and their events, or nothing when the correlation id is taken
@@ -122,9 +125,11 @@ FOR UPDATE OF w
 -- guarded by the revision read ($2) and the lease ($4: the holder; NULL: nobody may
 -- hold a live lease), the changed steps ($5), timeline events ($6), alerts raised ($7),
 -- queued operator actions settled ($8: pending → applied | refused), audit rows ($11),
--- and the workflow's open alerts resolved once it completed or got compensated. A
--- commit that got the workflow further ($9) resets its crash count. Returns the new
--- revision, or NULL when the guard failed and nothing was written.
+-- the messages its steps publish ($12, the outbox: each sent by PGMQ and logged as
+-- produced, or, for a topic, fanned out to the queues bound to its type), and the
+-- workflow's open alerts resolved once it completed or got compensated. A commit that
+-- got the workflow further ($9) resets its crash count. Returns the new revision, or
+-- NULL when the guard failed and nothing was written (nor sent).
 WITH input AS (
     SELECT * FROM jsonb_populate_record(NULL::distributed_workflows, $1::jsonb)
 ), w AS (
@@ -192,8 +197,43 @@ WITH input AS (
     WHERE w.current_status IN ('compensated', 'completed') AND alerts.subject_kind = 'workflow'
       AND alerts.subject_id = w.id::text AND alerts.resolved_at IS NULL
     RETURNING 1
+), outbox AS (
+    -- a TTL becomes the header x-orch-expires-at in the database's time, as a send's does
+    SELECT x.*, CASE WHEN x.ttl_seconds IS NULL THEN x.headers::jsonb
+                     ELSE coalesce(x.headers::jsonb, '{}') || jsonb_build_object(
+                          'x-orch-expires-at',
+                          to_char((clock_timestamp() + make_interval(secs => x.ttl_seconds))
+                                      AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+                END AS sent_headers
+    FROM w, jsonb_to_recordset($12::jsonb) AS x(
+        queue_name text, topic boolean, message_type text, message text, headers text,
+        ttl_seconds int, delay_seconds int, correlation_id text, producer text,
+        size_bytes int)
+), sent AS (
+    SELECT o.queue_name AS sent_to, m.msg_id, o.*
+    FROM outbox o
+    CROSS JOIN LATERAL pgmq.send(o.queue_name, o.message::jsonb, o.sent_headers,
+                                 o.delay_seconds) AS m(msg_id)
+    WHERE NOT o.topic
+    UNION ALL
+    SELECT t.queue_name AS sent_to, t.msg_id, o.*
+    FROM outbox o
+    CROSS JOIN LATERAL pgmq.send_batch_topic(o.message_type, ARRAY[o.message::jsonb],
+                                             ARRAY[o.sent_headers], o.delay_seconds) AS t
+    WHERE o.topic
+), logged AS (
+    SELECT orch_bus_log_events(jsonb_agg(jsonb_build_object(
+               'queue_name', s.sent_to, 'message_id', s.msg_id::text, 'status', 'produced',
+               'status_at', now(), 'producer_service', s.producer,
+               'message_type', s.message_type, 'correlation_id', s.correlation_id,
+               'message_size_bytes', s.size_bytes, 'produced_at', now(),
+               'headers', s.sent_headers,
+               'events', jsonb_build_array(jsonb_build_object('event', 'produced', 'at', now())))
+           ORDER BY s.sent_to, s.msg_id::text)) AS done
+    FROM sent s
+    HAVING count(*) > 0
 )
-SELECT (SELECT revision FROM w) AS revision
+SELECT (SELECT revision FROM w) AS revision, (SELECT count(*) FROM logged) AS published
 
 -- name: commit_landed
 -- After a commit whose answer was lost with the connection: did it land?

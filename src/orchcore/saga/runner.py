@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
+from orchcore.bus import MessageBus
 from orchcore.callpath import ServiceCaller
 from orchcore.clock import Clock
 from orchcore.db import Database, Queries
@@ -52,6 +53,9 @@ class SagaEngine(Protocol):
 
     @property
     def clock(self) -> Clock: ...
+
+    @property
+    def bus(self) -> MessageBus: ...
 
     async def caller(self) -> ServiceCaller: ...
 
@@ -98,6 +102,11 @@ class SagaRunner:
 
     async def caller(self) -> ServiceCaller:
         return await self._engine.caller()
+
+    def message_bus(self) -> MessageBus:
+        """The bus the outbox checks its messages against (asked for only by workflows
+        that publish)."""
+        return self._engine.bus
 
     # -- the claim loop --------------------------------------------------------------
 

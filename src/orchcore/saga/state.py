@@ -1,6 +1,6 @@
 """A workflow as the engine holds it while changing it: loaded whole, changed in memory by
 pure transitions, and written back as a whole (workflow row, changed step rows, new
-timeline events, alerts, audit rows) in one statement."""
+timeline events, alerts, audit rows, the messages its steps publish) in one statement."""
 
 from __future__ import annotations
 
@@ -117,6 +117,38 @@ class AlertDraft:
         }
 
 
+@dataclass(frozen=True)
+class OutboxMessage:
+    """A message a step publishes, checked against its queue and encoded (see
+    :mod:`orchcore.saga.outbox`); the commit that records the step sends it."""
+
+    step_name: str | None  # None: published as the workflow ends
+    queue_name: str
+    topic: bool  # a topic fans it out to the queues bound to its type
+    message_type: str
+    message: str  # PGMQ's message (orch's envelope) as JSON text
+    headers: str | None  # the sender's headers as JSON text
+    ttl_seconds: int | None
+    delay_seconds: int
+    correlation_id: str | None
+    producer: str | None
+    size_bytes: int
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "queue_name": self.queue_name,
+            "topic": self.topic,
+            "message_type": self.message_type,
+            "message": self.message,
+            "headers": self.headers,
+            "ttl_seconds": self.ttl_seconds,
+            "delay_seconds": self.delay_seconds,
+            "correlation_id": self.correlation_id,
+            "producer": self.producer,
+            "size_bytes": self.size_bytes,
+        }
+
+
 @dataclass
 class AuditDraft:
     """An operator's action, audited with the commit that applies it."""
@@ -199,6 +231,8 @@ class WorkflowState:
     alerts: list[AlertDraft] = field(default_factory=list)
     audits: list[AuditDraft] = field(default_factory=list)
     settled_commands: list[CommandOutcome] = field(default_factory=list)
+    #: messages to publish with the next commit (the outbox)
+    outbox: list[OutboxMessage] = field(default_factory=list)
     #: set when something happened that gets the workflow further (see PROGRESS_EVENTS)
     progressed: bool = False
 
@@ -248,9 +282,9 @@ class WorkflowState:
             self.progressed = True
 
     def has_changes(self) -> bool:
-        return bool(self.events or self.alerts or self.audits or self.settled_commands) or any(
-            s.dirty for s in self.steps.values()
-        )
+        return bool(
+            self.events or self.alerts or self.audits or self.settled_commands or self.outbox
+        ) or any(s.dirty for s in self.steps.values())
 
     def take_changes(self) -> Changes:
         """What is to be written now; changes made after this go into the next commit."""
@@ -264,8 +298,10 @@ class WorkflowState:
             audits=self.audits,
             commands=self.settled_commands,
             progressed=self.progressed,
+            messages=self.outbox,
         )
         self.events, self.alerts, self.audits, self.settled_commands = [], [], [], []
+        self.outbox = []
         self.progressed = False
         return changes
 
@@ -277,6 +313,7 @@ class WorkflowState:
         self.alerts = changes.alerts + self.alerts
         self.audits = changes.audits + self.audits
         self.settled_commands = changes.commands + self.settled_commands
+        self.outbox = changes.messages + self.outbox
         self.progressed = self.progressed or changes.progressed
 
     # -- loading -------------------------------------------------------------------------
@@ -383,6 +420,8 @@ class Changes:
     audits: list[AuditDraft]
     commands: list[CommandOutcome]
     progressed: bool
+    #: sent by the statement that writes the rest, or not at all
+    messages: list[OutboxMessage] = field(default_factory=list)
 
 
 StepDefinitions = dict[str, tuple[StepDefinition, str | None, str | None, int]]

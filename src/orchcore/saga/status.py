@@ -115,6 +115,10 @@ class WorkflowEvent(StrEnum):
     DELAY_FINISHED = "delay_finished"
     PARALLEL_STARTED = "parallel_started"
     PARALLEL_COMPLETED = "parallel_completed"
+    #: messages a step (or the workflow's end) publishes, committed with it
+    MESSAGES_PUBLISHED = "messages_published"
+    #: the end's messages could not be published (the end is recorded all the same)
+    PUBLISH_REFUSED = "publish_refused"
     COMPENSATION_STARTED = "compensation_started"
     COMPENSATION_ATTEMPT_STARTED = "compensation_attempt_started"
     COMPENSATION_SUCCEEDED = "compensation_succeeded"
@@ -157,6 +161,7 @@ PROGRESS_EVENTS: frozenset[WorkflowEvent] = frozenset(
         WorkflowEvent.DELAY_STARTED,
         WorkflowEvent.DELAY_FINISHED,
         WorkflowEvent.PARALLEL_COMPLETED,
+        WorkflowEvent.MESSAGES_PUBLISHED,
         WorkflowEvent.COMPENSATION_STARTED,
         WorkflowEvent.COMPENSATION_SUCCEEDED,
         WorkflowEvent.COMPENSATION_ATTEMPT_FAILED,
