@@ -1,4 +1,8 @@
-"""`orch demo` as a user starts it: embedded PostgreSQL, platform, daemon; Ctrl-C stops all."""
+"""`orch demo` as a user starts it: embedded PostgreSQL, platform, daemon; Ctrl-C stops all.
+
+The demo's booking sagas publish their outcome to the queue booking_events (the outbox),
+the daemon pushes each event to the notification service, and the events it refuses
+land in the dead-letter queue."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -69,6 +74,7 @@ async def test_demo_headless_starts_everything_and_ctrl_c_stops_it() -> None:
                 return len(services) == 6 and all(s.health_status == "healthy" for s in services)
 
             await eventually(all_healthy, timeout=30)
+            await _check_events_flow(orch)
         finally:
             await orch.close()
 
@@ -85,6 +91,42 @@ async def test_demo_headless_starts_everything_and_ctrl_c_stops_it() -> None:
             await demo.wait()
         server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def _check_events_flow(orch: Orch) -> None:
+    queue = await orch.bus.get_queue("booking_events")
+    assert (queue.push_endpoint, queue.consumer_services) == ("/events", ["notification"])
+    assert queue.dead_letter_queue == "booking_events_dlq"
+
+    async def pushed_and_acked() -> int:
+        return int(
+            await orch.db.fetchval(
+                "SELECT count(*) FROM message_logs WHERE queue_name = 'booking_events'"
+                " AND message_type = 'booking.confirmed' AND status = 'acked'"
+                " AND consumer_service = 'notification'"
+            )
+        )
+
+    # Sagas complete, publish booking.confirmed with their last step, and the daemon
+    # pushes each to the notification service, which acks it.
+    await eventually(pushed_and_acked, timeout=60, interval=0.5, message="an event acked")
+    # The notification service refuses every event now: they are dead-lettered at once.
+    notification = await orch.registry.list_instances("notification")
+    async with httpx.AsyncClient() as client:
+        for instance in notification:
+            url = f"http://{instance.ip_address}:{instance.port}/_knobs"
+            (await client.post(url, json={"event_reject_rate": 1.0})).raise_for_status()
+    dead = await eventually(
+        lambda: orch.bus.dead_letters("booking_events"), timeout=60, interval=0.5
+    )
+    assert dead[0].last_error is not None and "HTTP 422" in dead[0].last_error
+    assert dead[0].attempts == 1
+    # The daemon samples queue depths for the console's chart.
+    samples = await orch.bus.depth_history("booking_events", since=orch.clock.now() - _HOUR)
+    assert samples
+
+
+_HOUR = timedelta(hours=1)
 
 
 def _is_zombie(pid: int) -> bool:

@@ -97,6 +97,13 @@ async def test_three_daemons_killed_and_restarted_lose_nothing(dsn: str) -> None
             )
             assert stuck == 0
             await check_exactly_once(orch, platform, ids)
+            # The outbox under SIGKILL: each saga's booking.confirmed was published once.
+            published = await orch.db.fetch(
+                "SELECT correlation_id, count(*) AS n FROM message_logs"
+                " WHERE queue_name = 'booking_events' AND message_type = 'booking.confirmed'"
+                " GROUP BY correlation_id"
+            )
+            assert len(published) == SAGAS and {r["n"] for r in published} == {1}
         finally:
             for daemon in daemons:
                 await daemon.ensure_stopped()
@@ -108,6 +115,8 @@ async def register_platform(orch: Orch, platform: object) -> None:
 
     for request in manifest.registrations():
         await orch.registry.register_service(request, actor="t")
+    for queue in manifest.queue_registrations():  # the saga publishes its outcome there
+        await orch.bus.create_queue(queue, actor="t")
     for instance in platform.instances.values():  # type: ignore[attr-defined]
         await orch.registry.register_instance(
             instance.service,

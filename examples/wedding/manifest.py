@@ -123,6 +123,30 @@ def registrations() -> list[dict[str, Any]]:
     return [registration(service) for service in order]
 
 
+#: The queue the booking saga publishes its outcome to (booking.confirmed when the couple
+#: is told, booking.failed when the booking was rolled back); orch's daemons push each
+#: event to the notification service's /events.
+BOOKING_EVENTS = "booking_events"
+
+
+def queue_registrations() -> list[dict[str, Any]]:
+    """The CreateMessageQueueRequests (the seed's shape) of the platform's queues."""
+    return [
+        {
+            "queue_name": BOOKING_EVENTS,
+            "queue_type": "queue",
+            "producer_services": [INITIATOR],
+            "consumer_services": ["notification"],
+            "push_endpoint": "/events",
+            "visibility_timeout_seconds": 10,
+            "dlq_enabled": True,
+            "dlq_max_retries": 3,
+            "retention_hours": 24,
+            "monitoring_config": {"alert_on_backlog": 100, "alert_on_processing_time": 2000},
+        }
+    ]
+
+
 def instance_registration(announcement: dict[str, Any]) -> dict[str, Any]:
     """The RegisterInstanceRequest for one JSON line the platform printed."""
     return {

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from wedding_domain import (
     BookingRequest,
+    BusEvent,
     CateringBook,
     ChargeRequest,
     IdMaker,
@@ -247,6 +248,13 @@ def notification_routes(ctx: InstanceContext, book: NotificationOutbox) -> APIRo
     @router.get("/notifications/{notification_id}")
     async def get(notification_id: str) -> JSONResponse:
         return answer(book.get(notification_id))
+
+    @router.post("/events")
+    async def on_event(body: BusEvent, request: Request) -> JSONResponse:
+        """Booking events pushed by orch's bus (queue booking_events): once per
+        Idempotency-Key (msg:<queue>:<id>), so a redelivery changes nothing."""
+        reject = ctx.faults.rejects_event()
+        return ctx.mutate(request, body, lambda: book.on_event(body, me, reject=reject))
 
     return router
 

@@ -238,10 +238,54 @@ class NotificationRequest(_Request):
     recipient: str | None = Field(default=None, max_length=200)
 
 
+class BusEvent(BaseModel):
+    """A message orch's bus pushes (its pull API's shape plus the queue)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    queue_name: str
+    message_id: str
+    message_type: str
+    message_payload: dict[str, Any]
+    correlation_id: str | None = None
+    retry_count: int = 0
+
+
+#: The events the notification service turns into messages to the couple.
+EVENT_TEMPLATES = {
+    "booking.confirmed": "booking_confirmed",
+    "booking.failed": "booking_failed",
+}
+
+
 class NotificationOutbox:
     def __init__(self, new_id: IdMaker) -> None:
         self._new_id = new_id
         self._sent: dict[str, dict[str, Any]] = {}
+        self.events_seen = 0
+
+    def on_event(self, event: BusEvent, handled_by: str, *, reject: bool) -> Outcome:
+        """A booking event pushed by the bus: a notification to the couple, or a refusal
+        a retry cannot cure (an event type it has no template for, a rejected one)."""
+        template = EVENT_TEMPLATES.get(event.message_type)
+        if template is None:
+            return Outcome(422, {"error": "unknown_event", "message_type": event.message_type})
+        if reject:
+            return Outcome(
+                422, {"error": "undeliverable", "detail": "no contact address for this couple"}
+            )
+        self.events_seen += 1
+        notification = {
+            "notification_id": self._new_id("ntf"),
+            "wedding_id": event.message_payload.get("wedding_id"),
+            "channel": event.message_payload.get("channel", "email"),
+            "template": template,
+            "event": {"queue": event.queue_name, "message_id": event.message_id},
+            "status": "queued",
+            "handled_by": handled_by,
+        }
+        self._sent[notification["notification_id"]] = notification
+        return Outcome(200, dict(notification), changed=True)
 
     def send(self, req: NotificationRequest, handled_by: str) -> Outcome:
         notification = {

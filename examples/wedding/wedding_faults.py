@@ -12,7 +12,14 @@ import random
 from typing import Literal
 
 from fastapi import HTTPException
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+)
 
 HealthMode = Literal["ok", "fail", "throttle", "hang"]
 
@@ -33,6 +40,20 @@ class Knobs(BaseModel):
         default=0.0, ge=0.0, le=1.0, description="share of business calls answered 503"
     )
     hang: bool = Field(default=False, description="business endpoints never answer")
+    event_reject_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of pushed bus events answered 422 (the bus dead-letters them)",
+    )
+
+    @model_serializer(mode="wrap")
+    def _shown(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """event_reject_rate concerns the notification service only: shown when set."""
+        data: dict[str, object] = handler(self)
+        if not self.event_reject_rate:
+            data.pop("event_reject_rate", None)
+        return data
 
 
 class KnobsUpdate(BaseModel):
@@ -44,6 +65,7 @@ class KnobsUpdate(BaseModel):
     latency_ms: int | None = Field(default=None, ge=0, le=600_000)
     failure_rate: float | None = Field(default=None, ge=0.0, le=1.0)
     hang: bool | None = None
+    event_reject_rate: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
 class FaultInjector:
@@ -83,6 +105,11 @@ class FaultInjector:
         rate = self.knobs.failure_rate
         if rate > 0 and self._rng.random() < rate:
             raise HTTPException(503, detail="injected failure (failure_rate knob)")
+
+    def rejects_event(self) -> bool:
+        """Whether to refuse this pushed event for good (the event_reject_rate knob)."""
+        rate = self.knobs.event_reject_rate
+        return rate > 0 and self._rng.random() < rate
 
     async def _add_latency(self) -> None:
         if self.knobs.latency_ms > 0:

@@ -2,10 +2,12 @@
 
 Starts (or reuses) the embedded PostgreSQL unless a DSN is given, the example
 wedding platform (five services on loopback ports), registers them with their
-dependencies, starts a daemon, and opens the console. Ctrl-C (or quitting the
-console) stops everything it started, in order: instances are deregistered,
-then the daemon and the platform stop, then the embedded server if nobody else
-uses it.
+dependencies and the platform's queue (booking_events, pushed to the notification
+service), starts a daemon, and opens the console. With chaos, the notification
+service refuses some events for good, so dead letters pile up for the Queues pane.
+Ctrl-C (or quitting the console) stops everything it started, in order: instances
+are deregistered, then the daemon and the platform stop, then the embedded server if
+nobody else uses it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ from orchcore.facade import Orch
 from orchcore.settings import Settings
 
 DEMO_ACTOR = "demo"
+#: With chaos, the share of pushed booking events the notification service refuses
+#: (answered 422: the bus dead-letters them at once).
+EVENT_REJECT_RATE = 0.1
 DEFAULT_INSTANCES = "booking=1,venue=2,catering=1,photographer=2,payment=1,notification=1"
 
 
@@ -160,7 +165,8 @@ async def run_demo(
         step(f"starting the embedded PostgreSQL in {settings.data_dir}")
     orch = await Orch.open(settings)
     try:
-        async with _platform(folder, instances, log_dir) as platform_instances:
+        knobs = f"notification:event_reject_rate={EVENT_REJECT_RATE}" if chaos else None
+        async with _platform(folder, instances, log_dir, knobs) as platform_instances:
             await _register(orch, folder, platform_instances)
             async with _daemon(settings, listen, log_dir) as api_address:
                 step(
@@ -197,21 +203,24 @@ async def run_demo(
 
 @contextlib.asynccontextmanager
 async def _platform(
-    folder: Path, instances: str, log_dir: Path
+    folder: Path, instances: str, log_dir: Path, knobs: str | None = None
 ) -> AsyncIterator[list[DemoInstance]]:
     step(f"starting the example wedding platform ({instances})")
+    command = [
+        sys.executable,
+        str(folder / "platform.py"),
+        "--host",
+        "127.0.0.1",
+        "--instances",
+        instances,
+        "--base-port",
+        "0",
+    ]
+    if knobs:
+        command += ["--knobs", knobs]
     child = await ChildProcess.spawn(
         "platform",
-        [
-            sys.executable,
-            str(folder / "platform.py"),
-            "--host",
-            "127.0.0.1",
-            "--instances",
-            instances,
-            "--base-port",
-            "0",
-        ],
+        command,
         log_path=log_dir / "platform.log",
         stdout_pipe=True,
     )
@@ -253,13 +262,32 @@ async def _read_platform_ready(child: ChildProcess) -> list[DemoInstance]:
 async def _register(orch: Orch, folder: Path, instances: list[DemoInstance]) -> None:
     manifest = load_manifest(folder)
     registrations: list[dict[str, Any]] = manifest.registrations()
-    step(f"registering {len(registrations)} services and {len(instances)} instances")
+    queues: list[dict[str, Any]] = getattr(manifest, "queue_registrations", list)()
+    step(
+        f"registering {len(registrations)} services, {len(instances)} instances and "
+        f"{len(queues)} queue{'s' if len(queues) != 1 else ''}"
+    )
     for request in registrations:
         try:
             await orch.registry.register_service(request, actor=DEMO_ACTOR)
         except ConflictError:
             update = {k: v for k, v in request.items() if k != "service_name"}
             await orch.registry.update_service(request["service_name"], update, actor=DEMO_ACTOR)
+    for queue in queues:
+        try:
+            await orch.bus.create_queue(queue, actor=DEMO_ACTOR)
+        except ConflictError:  # from an earlier run: bring its settings up to date
+            update = {
+                k: v
+                for k, v in queue.items()
+                if k not in ("queue_name", "queue_type", "dlq_enabled")
+            }
+            await orch.bus.update_queue(queue["queue_name"], update, actor=DEMO_ACTOR)
+            current = await orch.bus.get_queue(queue["queue_name"])
+            if not current.is_active:
+                await orch.bus.reactivate_queue(
+                    queue["queue_name"], actor=DEMO_ACTOR, reason="the demo publishes to it"
+                )
     booking = folder / "full_service_booking.yaml"
     if booking.is_file():
         import yaml
@@ -298,7 +326,7 @@ async def _daemon(settings: Settings, listen: str, log_dir: Path) -> AsyncIterat
     env = {"ORCH_DATA_DIR": str(settings.data_dir), "ORCH_LOG_FORMAT": "json"}
     if settings.database_url:
         env["ORCH_DATABASE_URL"] = settings.database_url
-    step("starting a daemon (health checks, HTTP API)")
+    step("starting a daemon (health checks, workflows, push delivery, HTTP API)")
     child = await ChildProcess.spawn(
         "daemon",
         [
