@@ -370,3 +370,21 @@ async def test_a_queue_made_a_push_queue_later_is_pushed(orch: Orch) -> None:
 
 def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
+
+
+async def test_a_consumer_without_a_healthy_instance_is_not_read_for(orch: Orch) -> None:
+    async with running_consumer(PushConsumer()) as consumer:
+        await register_consumer(orch, consumer)
+        await mark(orch, "notification-0", "unhealthy")
+        await orch.discovery.refresh_all()
+        await push_queue(orch, dlq_max_retries=0)
+        msg_id = await send(orch, 1)
+        async with pushing(orch) as pusher:
+            await eventually(lambda: QUEUE in pusher.queues)
+            await eventually(lambda: pusher.queues[QUEUE]._unavailable, message="waiting")
+            # No delivery is spent while nothing could take it (one would bury it here).
+            assert await orch.db.fetchval(f"SELECT read_ct FROM pgmq.q_{QUEUE}") == 0
+            await mark(orch, "notification-0", "healthy")
+            await orch.discovery.refresh_all()
+            await eventually(lambda: consumer.effects.get(key(msg_id)), timeout=10)
+    assert consumer.calls(key(msg_id))[0].number == 1

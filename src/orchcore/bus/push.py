@@ -26,7 +26,8 @@ daemon reads them next delivers them again under the same key.
 - a call refused before sending (breaker open, no healthy instance, rate limited, an
   unregistered consumer) gives the message back for the time the refusal names, and
   the queue's reads pause for as long: an open breaker costs the deliveries in flight,
-  not the whole backlog;
+  not the whole backlog. While the consumer service has no healthy instance (or is not
+  registered) the queue is not read at all;
 - a call the mesh denies, or an endpoint that cannot be called, dead-letters at once.
 
 **Waking.** A queue's loop reads as many messages as it has free slots (its bound on
@@ -57,6 +58,7 @@ from orchcore.db import Database, Queries
 from orchcore.db.failures import UNREACHABLE
 from orchcore.errors import NoHealthyInstanceError, NotFoundError, OrchError
 from orchcore.mesh.store import MeshPolicies
+from orchcore.registry.discovery import ServiceDiscovery
 from orchcore.resilience.breakers import BreakerOpenError
 from orchcore.resilience.ratelimit import RateLimitedError
 from orchcore.resilience.retry import RetryPolicy, retry_after_seconds
@@ -79,6 +81,8 @@ REFRESH_SECONDS = 30.0
 _TRANSIENT_4XX = frozenset({408, 429})
 #: The longest a refused call pauses a queue's reads.
 _MAX_PAUSE_SECONDS = 30.0
+#: How long a queue waits before looking again at a consumer with no healthy instance.
+_NO_CONSUMER_PAUSE_SECONDS = 2.0
 
 
 def idempotency_key(queue_name: str, message_id: str) -> str:
@@ -97,6 +101,7 @@ class PushEngine(Protocol):
     db: Database
     bus: MessageBus
     mesh: MeshPolicies
+    discovery: ServiceDiscovery
 
     @property
     def clock(self) -> Clock: ...
@@ -254,6 +259,7 @@ class QueuePusher:
         self._changed = asyncio.Event()
         self._stopping = False
         self._paused_until = 0.0
+        self._unavailable: str | None = None
         #: deliveries finished here, by outcome (tests and status pages read them)
         self.delivered = {"acked": 0, "dead_lettered": 0, "given_back": 0}
 
@@ -277,6 +283,13 @@ class QueuePusher:
                 await self._wait_for(None, pause)
                 continue
             target = self.target
+            why_not = await self._consumer_unavailable(target)
+            if why_not is not None:
+                # Reading now would only spend deliveries on calls that cannot be made.
+                self._note_unavailable(target, why_not)
+                await self._wait_for(None, _NO_CONSUMER_PAUSE_SECONDS)
+                continue
+            self._unavailable = None
             signal = await bus.wakeups.signal(target.queue_name)
             ticket = signal.ticket()  # before the read: an insert after it wakes us
             free = self.max_in_flight - len(self._in_flight)
@@ -298,6 +311,24 @@ class QueuePusher:
                     # <= 0: visible but locked by another reader this instant
                     timeout = min(timeout, max(next_visible, 0.04) + 0.01)
             await self._wait_for(ticket, timeout)
+
+    async def _consumer_unavailable(self, target: PushTarget) -> str | None:
+        """Why the consumer cannot be called now (None: it can), from discovery's cache."""
+        discovery = self._engine.discovery
+        try:
+            if not await discovery.is_registered(target.service):
+                return f"the consumer service {target.service!r} is not registered"
+            await discovery.healthy(target.service)
+        except NoHealthyInstanceError as exc:
+            return str(exc)
+        except UNREACHABLE as exc:
+            return f"the registry could not be read ({exc})"
+        return None
+
+    def _note_unavailable(self, target: PushTarget, why: str) -> None:
+        if self._unavailable != why:
+            self._unavailable = why
+            log.warning("push %s waits: %s", target.queue_name, why)
 
     async def _wait_for(self, ticket: asyncio.Event | None, timeout: float) -> None:
         waits = [
