@@ -409,7 +409,9 @@ class QueuePusher:
         per_attempt = (
             policy.retry_policy.timeout_per_attempt if policy.retry_policy else policy.timeout
         )
-        timeout = min(per_attempt or budget, budget)
+        # The call's own timeout ends an attempt first (recorded as a timeout, its breaker
+        # permit settled); the cut-off below is the backstop for retries and slow drips.
+        timeout = min(per_attempt or budget, budget * 0.9)
         try:
             async with asyncio.timeout(budget) as cut_off:
                 result = await caller.call(
