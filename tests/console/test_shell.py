@@ -143,11 +143,13 @@ async def test_palette_lists_panes_and_the_current_panes_actions(orch: Orch) -> 
         await pane_loaded(app, "services")
         await pilot.press("ctrl+p")
         await eventually(lambda: CommandPalette.is_open(app))
-        await on_screen(app, "Go to Overview", "Go to Services", "Services: Instances")
-        # Further down the list (each pane adds lines): found by typing, as one would.
-        await pilot.press(*"deactivate")
-        await on_screen(app, "Services: Deactivate")
-        await pilot.press(*["backspace"] * len("deactivate"))
+        await on_screen(app, "Go to Overview", "Go to Services", "Go to Queues")
+        # The pane's actions come after every pane (each pane adds lines, and at 80x24
+        # they are past the bottom): found by typing, as one would.
+        for action in ("instances", "deactivate"):
+            await pilot.press(*action)
+            await on_screen(app, f"Services: {action.capitalize()}")
+            await pilot.press(*["backspace"] * len(action))
         await pilot.press(*"overview")
         await on_screen(app, "Go to Overview")
         await eventually(lambda: app.screen.query_one(CommandList).option_count == 1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,6 +20,7 @@ from orchcore import ManualClock, Orch, Settings
 from orchtui.app import ListenerStateChanged, OrchConsole
 from tests.console.helpers import SIZE, pane_loaded
 from tests.console.seed import STORY_START, seed_story
+from tests.console.seed_bus import seed_bus
 
 SnapCompare = Callable[..., bool]
 
@@ -238,3 +239,56 @@ def test_confirm_skip(snap_compare: SnapCompare, seeded: tuple[str, ManualClock]
     app = console(seeded, first_pane="workflows")
     keys = (*TO_FAILED, "s")
     assert snap_compare(app, terminal_size=SIZE, run_before=loaded("workflows", *keys))
+
+
+# -- queues: a quarter of an hour of the bus (tests/console/seed_bus.py) ----------------------
+
+#: Before any real time, so ages the database measures from its own clock read 0s.
+BUS_START = datetime(2025, 6, 20, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def bus_seeded(dsn: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, ManualClock]:
+    monkeypatch.setenv("ORCH_OPERATOR", "alice@ops")
+
+    async def seed() -> ManualClock:
+        clock = ManualClock(start=BUS_START)
+        orch = await Orch.open(Settings(database_url=dsn), clock=clock, start_discovery=False)
+        try:
+            await seed_bus(orch, clock)
+        finally:
+            await orch.close()
+        return clock
+
+    clock = asyncio.run(seed())
+    return dsn, ManualClock(start=clock.now())
+
+
+def test_queues(snap_compare: SnapCompare, bus_seeded: tuple[str, ManualClock]) -> None:
+    # booking_events: filled faster than drained, three given up on; its depth chart
+    app = console(bus_seeded, first_pane="queues")
+    assert snap_compare(app, terminal_size=SIZE, run_before=loaded("queues"))
+
+
+def queue_detail(*keys: str) -> Callable[[Pilot[Any]], Any]:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = pilot.app
+        assert isinstance(app, OrchConsole)
+        await pane_loaded(app, "queues")
+        await pilot.press("down", "down", "enter")  # payment_failed
+        await pane_loaded(app, "queue")
+        await pilot.press(*keys)
+
+    return run_before
+
+
+def test_queue_detail(snap_compare: SnapCompare, bus_seeded: tuple[str, ManualClock]) -> None:
+    # payment_failed: every message dead, the finance service refusing them
+    app = console(bus_seeded, first_pane="queues")
+    assert snap_compare(app, terminal_size=SIZE, run_before=queue_detail())
+
+
+def test_confirm_purge(snap_compare: SnapCompare, bus_seeded: tuple[str, ManualClock]) -> None:
+    # purging names the count and asks for the queue's name
+    app = console(bus_seeded, first_pane="queues")
+    assert snap_compare(app, terminal_size=SIZE, run_before=queue_detail("P"))

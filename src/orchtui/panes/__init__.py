@@ -13,6 +13,7 @@ from orchtui.pane import Pane
 from orchtui.panes.breakers import BreakersPane
 from orchtui.panes.mesh import MeshPane
 from orchtui.panes.overview import OverviewPane
+from orchtui.panes.queues import QueuesPane
 from orchtui.panes.services import ServicesPane
 from orchtui.panes.workflows import WorkflowsPane
 
@@ -22,6 +23,7 @@ PANES: tuple[type[Pane[Any]], ...] = (
     WorkflowsPane,
     BreakersPane,
     MeshPane,
+    QueuesPane,
 )
 
 

@@ -1,7 +1,8 @@
 """Overview: the whole system on one screen.
 
 Fetch: :meth:`orchcore.Orch.overview`, plus the services, breakers and workflows that
-need attention. Render:
+need attention, and the bus's figures (every queue's in one round trip; the depth
+history only of queues holding dead letters, to tell whether they grow). Render:
 one line per section. A later concern (workflows, breakers, queues) adds its figures
 to the snapshot and a function to :data:`SECTIONS` that turns them into its line.
 """
@@ -23,9 +24,11 @@ from textual.widgets import Static
 from orchcore import Orch
 from orchcore.overview import SystemOverview
 from orchcore.registry.models import GONE_STATUSES, LIVE_STATUSES
-from orchtui.formatting import age
+from orchtui.formatting import age, plural
 from orchtui.pane import Pane
 from orchtui.panes.breaker_view import TROUBLED, counts_text
+from orchtui.panes.depth_chart import WINDOW
+from orchtui.panes.queue_view import BUS_TOPICS, QueueFigures, oldest, visible_queues
 from orchtui.panes.workflow_view import NEEDS_INTERVENTION, STATUSES, status_word
 from orchtui.symbols import (
     health_percent_state,
@@ -66,6 +69,24 @@ class StuckWorkflow:
 
 
 @dataclass(frozen=True)
+class QueueTotals:
+    """The bus at a glance: what waits in every queue, and what gave up."""
+
+    queues: int  # not counting topics
+    depth: int  # ready, in flight and delayed
+    oldest_seconds: float | None
+    dead_letters: int
+
+
+@dataclass(frozen=True)
+class GrowingDeadLetters:
+    queue: str
+    dead_letters: int
+    #: how many more than at the start of the depth history's window
+    growth: int
+
+
+@dataclass(frozen=True)
 class OverviewSnapshot:
     system: SystemOverview
     #: services not healthy, worst first
@@ -75,14 +96,18 @@ class OverviewSnapshot:
     breakers: list[TroubledBreaker] = field(default_factory=list)
     #: workflows needing intervention, newest first (the first few)
     stuck: list[StuckWorkflow] = field(default_factory=list)
+    queues: QueueTotals | None = None
+    #: dead-letter queues that grew over the last 15 minutes, fastest first
+    growing: list[GrowingDeadLetters] = field(default_factory=list)
 
 
 async def fetch_overview(orch: Orch) -> OverviewSnapshot:
-    system, services, breakers, stuck = await asyncio.gather(
+    system, services, breakers, stuck, (totals, growing) = await asyncio.gather(
         orch.overview(),
         orch.registry.list_services(),
         orch.breakers.list_breakers(),
         orch.workflows.list_workflows(status=[NEEDS_INTERVENTION], limit=ATTENTION_LIMIT),
+        fetch_queue_totals(orch),
     )
     severity = {"unhealthy": 0, "degraded": 1}
     troubled = sorted(
@@ -113,7 +138,39 @@ async def fetch_overview(orch: Orch) -> OverviewSnapshot:
             StuckWorkflow(f"{w.workflow_name} {w.correlation_id}", w.failed_step)
             for w in stuck.workflows
         ],
+        queues=totals,
+        growing=growing,
     )
+
+
+async def fetch_queue_totals(orch: Orch) -> tuple[QueueTotals, list[GrowingDeadLetters]]:
+    """The bus's totals, and which dead-letter queues grew in the depth history's window
+    (a queue whose dead letters have sat still is known, not news)."""
+    now = orch.clock.now()
+    queues, metrics = await asyncio.gather(orch.bus.list_queues(), orch.bus.all_metrics())
+    figures = [QueueFigures(q, metrics.get(q.queue_name)) for q in queues]
+    # Topics hold nothing of their own: what is sent to them waits in their bound queues.
+    shown = [q for q in visible_queues(figures) if not q.is_topic]
+    ages = [q.oldest_seconds for q in shown if q.oldest_seconds is not None]
+    totals = QueueTotals(
+        queues=len(shown),
+        depth=sum(q.depth for q in shown),
+        oldest_seconds=max(ages) if ages else None,
+        dead_letters=sum(q.dead_letters for q in shown),
+    )
+    holding = [q for q in shown if q.dead_letters]
+    histories = await asyncio.gather(
+        *(orch.bus.depth_history(q.name, since=now - WINDOW) for q in holding)
+    )
+    growing = []
+    for queue, history in zip(holding, histories, strict=True):
+        if history:
+            first = min(history, key=lambda sample: sample.sampled_at)
+            growth = queue.dead_letters - first.dead_letters
+            if growth > 0:
+                growing.append(GrowingDeadLetters(queue.name, queue.dead_letters, growth))
+    growing.sort(key=lambda g: (-g.growth, g.queue))
+    return totals, growing
 
 
 # -- sections ------------------------------------------------------------------------------
@@ -225,11 +282,26 @@ def workflows_line(snapshot: OverviewSnapshot) -> OverviewLine:
     return OverviewLine("Workflows", Text("\n").join(lines))
 
 
+def queues_line(snapshot: OverviewSnapshot) -> OverviewLine:
+    """``4 total  depth 47  oldest 4m  ✖ 7 dead letters``: what waits, and what gave up."""
+    totals = snapshot.queues
+    if totals is None or not totals.queues:
+        return OverviewLine("Queues", Text("none yet", style="bright_black"))
+    text = Text(f"{totals.queues} total  ", style="bold")
+    text.append(f"depth {totals.depth}  oldest {oldest(totals.oldest_seconds)}  ")
+    dead = plural(totals.dead_letters, "dead letter")
+    if totals.dead_letters:
+        text.append(f"{state_symbol('failing')} {dead}", style=state_style("failing"))
+    else:
+        text.append(dead, style="bright_black")
+    return OverviewLine("Queues", text)
+
+
 def attention_line(snapshot: OverviewSnapshot) -> OverviewLine:
-    stuck = snapshot.stuck
-    if not snapshot.system.services_total and not snapshot.breakers and not stuck:
+    stuck, growing = snapshot.stuck, snapshot.growing
+    if not snapshot.system.services_total and not snapshot.breakers and not stuck and not growing:
         return OverviewLine("Attention", Text("no services registered", style="bright_black"))
-    if not snapshot.attention and not snapshot.breakers and not stuck:
+    if not snapshot.attention and not snapshot.breakers and not stuck and not growing:
         return OverviewLine("Attention", state_text("healthy", "every service is healthy"))
     lines: list[Text] = []
     # A workflow needing intervention waits for a person, so it is named first.
@@ -253,6 +325,14 @@ def attention_line(snapshot: OverviewSnapshot) -> OverviewLine:
             style="bright_black",
         )
         lines.append(line)
+    for queue in growing:
+        line = state_text("failing", queue.queue)
+        line.append(
+            f"  {plural(queue.dead_letters, 'dead letter')}, +{queue.growth} in "
+            f"{int(WINDOW.total_seconds() // 60)}m",
+            style="bright_black",
+        )
+        lines.append(line)
     text = Text("\n").join(lines[:ATTENTION_LIMIT])
     # Lines past the limit, by kind; more workflows than fetched are counted by the engine.
     shown_stuck = min(len(stuck), ATTENTION_LIMIT)
@@ -261,12 +341,19 @@ def attention_line(snapshot: OverviewSnapshot) -> OverviewLine:
     hidden_services = max(0, len(snapshot.attention) - room)
     room = max(0, room - len(snapshot.attention))
     hidden_breakers = max(0, len(snapshot.breakers) - room)
+    room = max(0, room - len(snapshot.breakers))
+    hidden_queues = max(0, len(growing) - room)
     more = [
         f"{count} more {kind} (:{pane})"
         for count, kind, pane in (
             (hidden_stuck, "workflows" if hidden_stuck > 1 else "workflow", "workflows"),
             (hidden_services, "services" if hidden_services > 1 else "service", "services"),
             (hidden_breakers, "breakers" if hidden_breakers > 1 else "breaker", "breakers"),
+            (
+                hidden_queues,
+                "dead-letter queues" if hidden_queues > 1 else "dead-letter queue",
+                "queues",
+            ),
         )
         if count > 0
     ]
@@ -299,6 +386,7 @@ SECTIONS: list[Callable[[OverviewSnapshot], OverviewLine]] = [
     instances_line,
     breakers_line,
     workflows_line,
+    queues_line,
     daemons_line,
     attention_line,
 ]
@@ -323,7 +411,7 @@ class OverviewPane(Pane[OverviewSnapshot]):
     ALIASES = ("ov", "status")
     TITLE = "Overview"
     SUMMARY = "health of services, instances, breakers, workflows at a glance"
-    TOPICS = frozenset({"service", "instance", "breaker", "workflow", "alert"})
+    TOPICS = frozenset({"service", "instance", "breaker", "workflow", "alert"}) | BUS_TOPICS
     ACTIONS = ()
 
     def compose(self) -> ComposeResult:
@@ -343,9 +431,11 @@ class OverviewPane(Pane[OverviewSnapshot]):
 
 __all__ = [
     "SECTIONS",
+    "GrowingDeadLetters",
     "OverviewLine",
     "OverviewPane",
     "OverviewSnapshot",
+    "QueueTotals",
     "StuckWorkflow",
     "TroubledBreaker",
     "fetch_overview",
