@@ -7,7 +7,10 @@ a small line protocol with the benchmark on stdin/stdout:
 - it connects, warms up, and prints ``ready``;
 - it waits for ``go`` on stdin, then consumes: ``drain`` takes messages until a read
   finds the queue empty (every message was sent before ``go``); ``latency`` waits for
-  new messages (long-poll, LISTEN, a listening worker) until it has seen ``--count``;
+  new messages (long-poll, LISTEN, a listening worker) until it has seen ``--count``,
+  printing ``got <seq>`` as it acknowledges each (procrastinate: once its worker has
+  finished the job), so the benchmark sends the next one only to a consumer that is
+  waiting again;
 - it prints one JSON line (the sequence numbers it acknowledged, when it received each,
   its CPU time over the run) and keeps its connections open until ``exit`` on stdin, so
   the benchmark can read the database server's CPU while their backends still exist.
@@ -74,10 +77,13 @@ class Received:
 
     seqs: list[int] = field(default_factory=list)
     at: list[float] = field(default_factory=list)  # time.monotonic(), one clock per machine
+    tell: bool = False  # latency: say ``got <seq>`` on stdout as each one is acknowledged
 
     def add(self, seq: int, at: float) -> None:
         self.seqs.append(seq)
         self.at.append(at)
+        if self.tell:
+            print(f"got {seq}", flush=True)
 
 
 def procrastinate_app(dsn: str, on_job: Callable[[int], None] | None = None) -> Any:
@@ -269,6 +275,18 @@ class ProcrastinateConsumer(Consumer):
 
     async def wait_for(self, count: int, received: Received) -> None:
         self.received, self.count = received, count
+        # Held at the task's start (the stamp), but "got" only once the worker has
+        # recorded the job as finished: then it goes back to fetching and waiting, as
+        # PGMQ's and orch's consumers do after their ack.
+        received.tell = False
+        manager = self.app.job_manager
+        finish = manager.finish_job
+
+        async def finish_then_tell(*args: Any, **kwargs: Any) -> None:
+            await finish(*args, **kwargs)
+            print(f"got {received.seqs[-1]}", flush=True)
+
+        manager.finish_job = finish_then_tell
         worker = asyncio.create_task(self.app.run_worker_async(**self._options(wait=True)))
         enough = asyncio.create_task(self.enough.wait())
         await asyncio.wait({worker, enough}, return_when=asyncio.FIRST_COMPLETED)
@@ -309,7 +327,7 @@ async def main(args: argparse.Namespace) -> None:
         print("ready", flush=True)
         if await read_line(reader) != "go":
             return
-        received = Received()
+        received = Received(tell=args.mode == "latency")
         cpu_before, began = cpu_seconds(), time.monotonic()
         if args.mode == "drain":
             await consumer.drain(received)

@@ -30,9 +30,11 @@ consumed unmeasured, then
 4. receive+ack x2: two consumer processes drain those;
 5. latency: one consumer process waits (orch: receive with wait_seconds; raw PGMQ:
    LISTEN on PGMQ's notify-insert channel, or read_with_poll; procrastinate: its
-   worker, listening), and ``--latency-messages`` are sent one at a time every
-   ``--latency-interval`` seconds; latency is the call to send -> the consumer holding
-   the message (the same monotonic clock in both processes).
+   worker, listening), and ``--latency-messages`` are sent one at a time, each
+   ``--latency-interval`` seconds after the consumer said it had the previous one (so
+   every message finds the consumer waiting, and a slow consumer's backlog does not
+   count as latency); latency is the call to send -> the consumer holding the message
+   (the same monotonic clock in both processes).
 
 Every phase checks that each message was acknowledged exactly once. Consumers are
 ``bench/bus_consumer.py`` processes; PGMQ's and orch's read up to ``--receive-batch``
@@ -477,10 +479,11 @@ async def consume(
     *,
     consumers: int,
     expected: range,
-    latency: Callable[[], Any] | None = None,
+    latency: Callable[[ConsumerProcess], Any] | None = None,
 ) -> tuple[Consumed, list[dict[str, Any]]]:
     """Start ``consumers`` processes, let them go, collect what each acknowledged. With
-    ``latency`` (a coroutine function that sends the messages), they wait for new ones."""
+    ``latency`` (a coroutine function that sends the messages to the one consumer and
+    reads its ``got`` lines), it waits for new ones."""
     mode = ["--mode", "latency", "--count", str(len(expected))] if latency else ["--mode", "drain"]
     argv = [
         "--system",
@@ -503,13 +506,10 @@ async def consume(
         for process in processes:
             process.say("go")
         began = time.monotonic()
-        sender = None
         if latency is not None:
             await asyncio.sleep(args.latency_settle)  # the consumer is waiting by now
-            sender = asyncio.create_task(latency())
+            await latency(processes[0])
         results = [json.loads(await p.line(args.timeout)) for p in processes]
-        if sender is not None:
-            await sender
         postgres_after = await backend_cpu(dsn)
     finally:
         for process in processes:
@@ -577,16 +577,16 @@ async def measure(system: BusSystem, args: argparse.Namespace) -> Result:
             wanted = range(2 * n, 2 * n + args.latency_messages)
             sent_at: dict[int, float] = {}
 
-            async def send_spaced() -> None:
-                next_at = time.monotonic()
+            async def send_one_by_one(consumer: ConsumerProcess) -> None:
                 for seq in wanted:
                     sent_at[seq] = time.monotonic()
                     await system.send_one(payload(seq, pad))
-                    next_at += args.latency_interval
-                    await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                    if (said := await consumer.line(args.timeout)) != f"got {seq}":
+                        raise SystemExit(f"{system.label}: sent {seq}, consumer said {said!r}")
+                    await asyncio.sleep(args.latency_interval)
 
             waited, results = await consume(
-                system, dsn, args, consumers=1, expected=wanted, latency=send_spaced
+                system, dsn, args, consumers=1, expected=wanted, latency=send_one_by_one
             )
             samples = [
                 1000 * (at - sent_at[seq])
@@ -656,39 +656,66 @@ def verdict(ok: bool) -> str:
     return "meets" if ok else "MISSES"
 
 
-def report(medians: dict[str, Result]) -> None:
-    orch, pgmq, procr = medians.get("orch"), medians.get("pgmq"), medians.get("procrastinate")
-    if orch and procr:
-        for name, mine, theirs in (("x1", orch.x1, procr.x1), ("x2", orch.x2, procr.x2)):
-            ratio = mine.rate / theirs.rate
-            print(
-                f"orch / procrastinate, processed per second {name}: {ratio:.2f}x: "
-                f"{verdict(ratio >= TARGET_VS_PROCRASTINATE)} the target of "
-                f"{TARGET_VS_PROCRASTINATE:.0f}x"
-            )
-        print(
-            f"orch / procrastinate, sent per second: single "
-            f"{orch.send_single / procr.send_single:.2f}x, "
-            f"batched {orch.send_batched / procr.send_batched:.2f}x"
-        )
-    for baseline in (pgmq, medians.get("pgmq-notify")):
-        if not (orch and baseline):
+FIGURES: dict[str, Callable[[Result], float]] = {
+    "send": lambda r: r.send_single,
+    "send batched": lambda r: r.send_batched,
+    "recv+ack x1": lambda r: r.x1.rate,
+    "recv+ack x2": lambda r: r.x2.rate,
+}
+
+
+def compare(
+    results: dict[str, list[Result]], mine: str, theirs: str, figure: str
+) -> tuple[float, list[float]]:
+    """(ratio of the medians, each run's own ratio) of one figure of two systems."""
+    of = FIGURES[figure]
+    median = statistics.median(of(r) for r in results[mine]) / statistics.median(
+        of(r) for r in results[theirs]
+    )
+    return median, [of(a) / of(b) for a, b in zip(results[mine], results[theirs], strict=True)]
+
+
+def cpu_of(consumed: Consumed) -> float:
+    return consumed.consumer_cpu_ms + consumed.postgres_cpu_ms
+
+
+def report(results: dict[str, list[Result]], medians: dict[str, Result]) -> None:
+    def runs(ratios: list[float]) -> str:
+        return ", ".join(f"{r:.2f}" for r in ratios)
+
+    if "orch" in results and "procrastinate" in results:
+        for figure in FIGURES:
+            ratio, each = compare(results, "orch", "procrastinate", figure)
+            target = ""
+            if figure.startswith("recv"):
+                met = verdict(ratio >= TARGET_VS_PROCRASTINATE)
+                target = f": {met} the target of {TARGET_VS_PROCRASTINATE:.0f}x"
+            print(f"orch / procrastinate, {figure}: {ratio:.2f}x (runs: {runs(each)}){target}")
+    for baseline in ("pgmq", "pgmq-notify"):
+        if "orch" not in results or baseline not in results:
             continue
-        for name, mine, theirs in (
-            ("send", orch.send_single, baseline.send_single),
-            ("send batched", orch.send_batched, baseline.send_batched),
-            ("recv+ack x1", orch.x1.rate, baseline.x1.rate),
-            ("recv+ack x2", orch.x2.rate, baseline.x2.rate),
-        ):
-            ratio = mine / theirs
+        for figure in FIGURES:
+            ratio, each = compare(results, "orch", baseline, figure)
             print(
-                f"orch / {baseline.label}, {name}: {ratio:.2f} ({100 * (ratio - 1):+.0f}%): "
+                f"orch / {medians[baseline].label}, {figure}: {ratio:.2f} "
+                f"({100 * (ratio - 1):+.0f}%; runs: {runs(each)}): "
                 f"{verdict(ratio >= TARGET_VS_PGMQ)} the target of within "
                 f"{100 * (1 - TARGET_VS_PGMQ):.0f}%"
             )
-    if orch:
+    for baseline in ("pgmq", "procrastinate"):
+        if "orch" not in medians or baseline not in medians:
+            continue
+        mine, theirs = medians["orch"], medians[baseline]
         print(
-            f"orch send -> waiting consumer p99 {orch.latency.p99:.1f} ms: "
+            f"orch / {theirs.label}, CPU a message received+acked (consumers + their "
+            f"backends): x1 "
+            f"{cpu_of(mine.x1) / cpu_of(theirs.x1):.2f}, "
+            f"x2 {cpu_of(mine.x2) / cpu_of(theirs.x2):.2f}"
+        )
+    if orch := medians.get("orch"):
+        print(
+            f"orch send -> waiting consumer p99 {orch.latency.p99:.1f} ms (runs: "
+            f"{', '.join(f'{r.latency.p99:.1f}' for r in results['orch'])}): "
             f"{verdict(orch.latency.p99 < TARGET_P99_MS)} the target of under "
             f"{TARGET_P99_MS:.0f} ms"
         )
@@ -722,8 +749,8 @@ async def main(args: argparse.Namespace) -> None:
     print(
         f"bus throughput: {args.messages} messages a phase and system (after "
         f"{2 * args.warmup} warm-up), batches of {args.batch_size}, reads of "
-        f"{args.receive_batch}, {args.latency_messages} latency messages every "
-        f"{args.latency_interval * 1000:.0f} ms, acks "
+        f"{args.receive_batch}, {args.latency_messages} latency messages one at a time "
+        f"({args.latency_interval * 1000:.0f} ms apart), acks "
         f"{'a read at a time' if args.ack_batch else 'one by one'}, "
         f"{args.runs} runs; consumers are processes\n"
         f"PostgreSQL {server}, Python {platform.python_version()}, {library_versions()}"
@@ -746,7 +773,7 @@ async def main(args: argparse.Namespace) -> None:
         print(row(median))
     for median in medians.values():
         print(f"  {median.label}: {median.version}")
-    report(medians)
+    report(results, medians)
     failed = [
         f"{r.label} {phase}"
         for found in results.values()
@@ -769,7 +796,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--receive-batch", type=int, default=10, help="messages a read")
     parser.add_argument("--payload-pad", type=int, default=100, help="filler in each payload")
     parser.add_argument("--latency-messages", type=int, default=300)
-    parser.add_argument("--latency-interval", type=float, default=0.02, help="seconds")
+    parser.add_argument(
+        "--latency-interval", type=float, default=0.02, help="seconds from one got to the next send"
+    )
     parser.add_argument(
         "--latency-settle", type=float, default=0.5, help="seconds for the consumer to wait"
     )
