@@ -48,14 +48,10 @@ RETURNING *
 SELECT pgmq.create($1)
 
 -- name: enable_queue_notify
-SELECT pgmq.enable_notify_insert($1, $2)
-
--- name: ensure_queue_notify
--- PGMQ keeps its notify throttle rows in an UNLOGGED table, which a crash empties: put
--- the row (and trigger) back for a queue that lost it, so waiting consumers still wake.
-SELECT pgmq.enable_notify_insert($1, $2)
-WHERE EXISTS (SELECT 1 FROM pgmq.meta WHERE queue_name = $1)
-  AND NOT EXISTS (SELECT 1 FROM pgmq.notify_insert_throttle WHERE queue_name = $1)
+-- Insert notifications on the queue's PGMQ channel (orch_bus_enable_notify). Also run
+-- by each process that starts listening: PGMQ keeps the throttle rows in an UNLOGGED
+-- table, which a crash empties, and this puts a lost one back.
+SELECT orch_bus_enable_notify($1, $2)
 
 -- name: validate_pattern
 SELECT pgmq.validate_topic_pattern($1)

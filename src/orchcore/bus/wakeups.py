@@ -1,11 +1,12 @@
 """Wake long-polling consumers when PGMQ inserts into their queue.
 
-PGMQ's ``enable_notify_insert`` makes every insert into ``pgmq.q_<name>`` NOTIFY the
-channel ``pgmq.q_<name>.INSERT`` at commit, at most once per throttle interval (its
-throttle row is updated by each notifying insert, so a throttle of 0 would make every
-producer of a queue queue up on one row lock). orch uses a small throttle and makes up
-for it here: each notification also schedules a second, trailing wake one interval
-later, for the inserts the throttle kept quiet.
+An insert into ``pgmq.q_<name>`` NOTIFYs the channel ``pgmq.q_<name>.INSERT`` at
+commit, PGMQ's notify-on-insert with its throttle table, fired once per statement
+(orch_bus_enable_notify in the migration): at most once per throttle interval, since
+the throttle row is updated by each notifying insert and a throttle of 0 would make
+every producer of a queue queue up on one row lock. orch uses a small throttle and
+makes up for it here: each notification also schedules a second, trailing wake one
+interval later, for the inserts the throttle kept quiet.
 
 One dedicated LISTEN connection per process, opened on the first wait and listening
 only to the queues someone waits on. NOTIFY has no replay, and a long transaction may
@@ -113,7 +114,7 @@ class QueueWakeups:
             return
         await self._conn.add_listener(channel_of(name), self._dispatch)
         try:
-            await self._conn.execute(Q.ensure_queue_notify, name, NOTIFY_THROTTLE_MS)
+            await self._conn.execute(Q.enable_queue_notify, name, NOTIFY_THROTTLE_MS)
         except asyncpg.PostgresError as exc:  # the safety re-read still covers this queue
             log.warning("could not restore PGMQ notifications for %r: %s", name, exc)
         self._listening.add(name)
