@@ -158,7 +158,7 @@ LIMIT $2
 
 -- name: peek
 -- $3: newest first (else oldest first).
-SELECT *, vt > clock_timestamp() AS invisible, octet_length(message->>'payload') AS size_bytes
+SELECT *, vt > clock_timestamp() AS invisible, pg_column_size(message) AS size_bytes
 FROM orch_bus_peek($1, $2, $3)
 
 -- name: redrive

@@ -264,7 +264,7 @@ CREATE FUNCTION orch_bus_event(
         'consumer_service', p_consumer,
         'message_type', p_message->>'type',
         'correlation_id', p_message->>'correlation_id',
-        'message_size_bytes', octet_length(p_message->>'payload'),
+        'message_size_bytes', pg_column_size(p_message),
         'retry_count', p_retry_count,
         'delivered_at', p_delivered_at,
         'consumed_at', CASE WHEN p_event <> 'produced' THEN clock_timestamp() END,
@@ -440,7 +440,7 @@ BEGIN
         DELETE FROM pgmq.%I WHERE msg_id = ANY($1)
         RETURNING msg_id, read_ct, enqueued_at, last_read_at, clock_timestamp(),
                   message->>'type', message->>'correlation_id', message->>'producer',
-                  octet_length(message->>'payload'), headers::text
+                  pg_column_size(message), headers::text
         $q$, pgmq.format_table_name(p_queue, 'q'))
     USING p_msg_ids;
 END $$;
