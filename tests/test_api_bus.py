@@ -228,9 +228,12 @@ async def test_refusals_say_why(
     )
     assert bad_receive.status_code == 422
     assert bad_receive.json()["detail"][0]["loc"][-1] == "max_messages"
-    not_an_id = await api.post(f"{API}/queues/booking_events/messages/abc/ack", headers=ops)
-    assert not_an_id.status_code == 422
-    assert not_an_id.json()["detail"][0]["loc"] == ["message_id"]
+    for bad_id in ("abc", "²", str(2**63)):  # not digits; a digit int() refuses; past bigint
+        not_an_id = await api.post(
+            f"{API}/queues/booking_events/messages/{bad_id}/ack", headers=ops
+        )
+        assert not_an_id.status_code == 422, bad_id
+        assert not_an_id.json()["detail"][0]["loc"] == ["message_id"]
     bad_extend = await api.post(
         f"{API}/queues/booking_events/messages/1/extend", json={}, headers=ops
     )

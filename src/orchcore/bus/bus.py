@@ -70,9 +70,14 @@ class PreparedSend:
     actor: str
 
 
+#: PGMQ's msg_id is a bigint.
+_MAX_MESSAGE_ID = 2**63 - 1
+
+
 def message_id_of(message_id: str) -> int:
-    if not message_id.isdigit():
-        raise ValidationFailed("message_id", "not a PGMQ message id (digits only)")
+    # isascii: str.isdigit admits "²" and other digits int() refuses
+    if not (message_id.isascii() and message_id.isdigit()) or int(message_id) > _MAX_MESSAGE_ID:
+        raise ValidationFailed("message_id", "not a PGMQ message id (a bigint, digits only)")
     return int(message_id)
 
 
