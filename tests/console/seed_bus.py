@@ -92,6 +92,9 @@ async def seed_bus(orch: Orch, clock: ManualClock) -> None:
             await send(orch, 3, queue=PAYMENTS, first=900, kind="payment.failed")
         if step == 26:
             await dead_letter(orch, 3, queue=PAYMENTS, error=FINANCE_ERROR)
+        # the ack counters are written with the logs, every 0.5 s of real time: written
+        # now, each sample counts exactly the acks before it
+        await orch.bus.flush_logs()
         await orch.bus.sample_depths()
         await clock.advance(EVERY)
     await orch.bus.flush_logs()
