@@ -65,19 +65,14 @@ SELECT pgmq.unbind_topic($1, $2)
 -- Sending ------------------------------------------------------------------------------------
 -- $2 is the PGMQ message as JSON text, $3 the sender's headers as JSON text (or NULL),
 -- $4 the TTL in seconds (or NULL), $5 the delay in seconds. The TTL becomes the header
--- x-orch-expires-at, in the database's time as PGMQ's visibility is.
+-- x-orch-expires-at (orch_bus_headers_with_ttl).
 
 -- name: send_message
 SELECT msg_id
 FROM pgmq.send(
     $1::text,
     $2::text::jsonb,
-    CASE WHEN $4::integer IS NULL THEN $3::text::jsonb
-         ELSE coalesce($3::text::jsonb, '{}') || jsonb_build_object(
-              'x-orch-expires-at',
-              to_char((clock_timestamp() + make_interval(secs => $4::integer)) AT TIME ZONE 'UTC',
-                      'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
-    END,
+    orch_bus_headers_with_ttl($3::text::jsonb, $4::integer),
     $5::integer) AS msg_id
 
 -- name: send_message_batch
@@ -86,13 +81,7 @@ SELECT msg_id
 FROM pgmq.send_batch(
     $1::text,
     $2::text[]::jsonb[],
-    (SELECT array_agg(
-                CASE WHEN h.ttl IS NULL THEN h.headers::jsonb
-                     ELSE coalesce(h.headers::jsonb, '{}') || jsonb_build_object(
-                          'x-orch-expires-at',
-                          to_char((clock_timestamp() + make_interval(secs => h.ttl))
-                                      AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
-                END ORDER BY h.ord)
+    (SELECT array_agg(orch_bus_headers_with_ttl(h.headers::jsonb, h.ttl) ORDER BY h.ord)
      FROM unnest($3::text[], $4::integer[]) WITH ORDINALITY AS h(headers, ttl, ord)),
     $5::integer) AS msg_id
 ORDER BY msg_id
@@ -104,13 +93,7 @@ SELECT queue_name, msg_id
 FROM pgmq.send_batch_topic(
     $1::text,
     $2::text[]::jsonb[],
-    (SELECT array_agg(
-                CASE WHEN h.ttl IS NULL THEN h.headers::jsonb
-                     ELSE coalesce(h.headers::jsonb, '{}') || jsonb_build_object(
-                          'x-orch-expires-at',
-                          to_char((clock_timestamp() + make_interval(secs => h.ttl))
-                                      AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
-                END ORDER BY h.ord)
+    (SELECT array_agg(orch_bus_headers_with_ttl(h.headers::jsonb, h.ttl) ORDER BY h.ord)
      FROM unnest($3::text[], $4::integer[]) WITH ORDINALITY AS h(headers, ttl, ord)),
     $5::integer)
 ORDER BY queue_name, msg_id

@@ -198,13 +198,8 @@ WITH input AS (
       AND alerts.subject_id = w.id::text AND alerts.resolved_at IS NULL
     RETURNING 1
 ), outbox AS (
-    -- a TTL becomes the header x-orch-expires-at in the database's time, as a send's does
-    SELECT x.*, CASE WHEN x.ttl_seconds IS NULL THEN x.headers::jsonb
-                     ELSE coalesce(x.headers::jsonb, '{}') || jsonb_build_object(
-                          'x-orch-expires-at',
-                          to_char((clock_timestamp() + make_interval(secs => x.ttl_seconds))
-                                      AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
-                END AS sent_headers
+    -- a TTL becomes the header x-orch-expires-at, as a send's does
+    SELECT x.*, orch_bus_headers_with_ttl(x.headers::jsonb, x.ttl_seconds) AS sent_headers
     FROM w, jsonb_to_recordset($12::jsonb) AS x(
         queue_name text, topic boolean, message_type text, message text, headers text,
         ttl_seconds int, delay_seconds int, correlation_id text, producer text,

@@ -278,6 +278,19 @@ CREATE FUNCTION orch_bus_event(
                                'consumer', p_consumer)))::text END)
 $$;
 
+-- The sender's headers with a TTL written in as x-orch-expires-at (ISO-8601 UTC), in the
+-- database's time as PGMQ's visibility is; the headers unchanged without a TTL. Every
+-- send (single, batch, topic, the saga outbox) stamps its messages through this.
+CREATE FUNCTION orch_bus_headers_with_ttl(p_headers JSONB, p_ttl_seconds INTEGER)
+RETURNS JSONB LANGUAGE sql VOLATILE AS $$
+    SELECT CASE WHEN p_ttl_seconds IS NULL THEN p_headers
+                ELSE coalesce(p_headers, '{}') || jsonb_build_object(
+                     'x-orch-expires-at',
+                     to_char((clock_timestamp() + make_interval(secs => p_ttl_seconds))
+                                 AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+           END
+$$;
+
 -- When a message expires (its x-orch-expires-at header), or NULL: a header PostgreSQL
 -- cannot read must not make a message undeliverable, so it counts as no TTL.
 -- (The cast sits in a function of its own: a plpgsql exception block costs a
