@@ -333,7 +333,9 @@ class OrchConsole(App[int]):
 
     def run_command(self, command: str) -> None:
         """What ``:`` does with what was typed."""
-        if command in ("q", "quit"):
+        # ":q" is the Queues pane (its alias, as the bus's issue names it); leaving takes
+        # the whole word, vim's forced form, or the q key outside the prompt.
+        if command in ("quit", "q!"):
             self.exit(0)
             return
         if not command:

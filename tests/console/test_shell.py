@@ -203,6 +203,19 @@ async def test_escape_on_the_top_pane_does_nothing(orch: Orch) -> None:
         await off_screen(app, "Services ›")
 
 
+async def test_colon_q_opens_queues_and_colon_quit_leaves(orch: Orch) -> None:
+    """`:q` is the Queues pane's short name; leaving takes `:quit` (or `:q!`, or q)."""
+    app = OrchConsole(orch, first_pane="services")
+    async with app.run_test(size=SIZE) as pilot:
+        await pane_loaded(app, "services")
+        await pilot.press("colon", "q", "enter")
+        await pane_loaded(app, "queues")
+        assert app.is_running
+        await pilot.press("colon", *"quit", "enter")
+        await eventually(lambda: not app.is_running)
+    assert app.return_code == 0
+
+
 @pytest.mark.parametrize("where", ["pane", "prompt", "question"])
 async def test_ctrl_c_quits_from_anywhere(orch: Orch, where: str) -> None:
     """As the demo's README says: q or Ctrl-C stops it (Textual 8 alone only hints at q)."""

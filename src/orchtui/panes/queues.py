@@ -158,7 +158,7 @@ def queue_line(figures: QueueFigures) -> RenderableType:
 
 class QueuesPane(Pane[QueuesSnapshot]):
     NAME = "queues"
-    ALIASES = ("queue", "mq")
+    ALIASES = ("q", "queue", "mq")
     TITLE = "Queues"
     SUMMARY = "message queues: depth, dead letters and a depth chart"
     TOPICS = BUS_TOPICS
