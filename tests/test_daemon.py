@@ -126,6 +126,20 @@ async def test_sigterm_stops_gracefully(
     assert daemon.events("daemon stopped")
 
 
+async def test_role_flags_leave_out_what_they_name(dsn: str) -> None:
+    daemon = DaemonProcess(dsn, "api-only", "--no-health-checks", "--no-workflows", "--no-push")
+    full = DaemonProcess(dsn, "full")
+    try:
+        await asyncio.gather(daemon.start(), full.start())
+        (started,) = daemon.events("daemon started")
+        assert started["roles"] == ["bus-upkeep", "api"]
+        (started,) = full.events("daemon started")
+        assert started["roles"] == ["health-checks", "workflows", "push", "bus-upkeep", "api"]
+    finally:
+        await daemon.ensure_stopped()
+        await full.ensure_stopped()
+
+
 async def test_taken_port_fails_with_one_line(dsn: str) -> None:
     import socket
     import sys

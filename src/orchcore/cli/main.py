@@ -129,6 +129,7 @@ async def status(orch: Orch, as_json: bool) -> None:
 @click.option("--name", help="Daemon name in membership and logs (default host:listen).")
 @click.option("--no-health-checks", is_flag=True, help="Do not take part in health checking.")
 @click.option("--no-workflows", is_flag=True, help="Do not run workflows.")
+@click.option("--no-push", is_flag=True, help="Do not deliver the bus's push queues.")
 @click.option(
     "--workflow-lease",
     type=float,
@@ -150,6 +151,7 @@ def daemon(
     name: str | None,
     no_health_checks: bool,
     no_workflows: bool,
+    no_push: bool,
     workflow_lease: float,
     log_format: str | None,
 ) -> None:
@@ -165,6 +167,7 @@ def daemon(
         name=name,
         health_checks=not no_health_checks,
         workflows=not no_workflows,
+        push=not no_push,
         workflow_lease_seconds=workflow_lease,
     )
 

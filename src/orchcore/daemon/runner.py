@@ -65,6 +65,17 @@ class DaemonConfig:
     #: ... and removes what retention_hours let go
     retention_seconds: float = 60.0
 
+    def roles(self) -> list[str]:
+        """What this daemon takes part in, as its start line reports it."""
+        wanted = {
+            "health-checks": self.health_checks,
+            "workflows": self.workflows,
+            "push": self.push,
+            "bus-upkeep": self.bus_upkeep,
+            "api": self.serve_api,
+        }
+        return [role for role, on in wanted.items() if on]
+
 
 def parse_listen(listen: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
@@ -95,7 +106,12 @@ class Daemon:
         )
         log.info(
             "daemon started",
-            extra={"daemon": self.name, "daemon_id": str(self.daemon_id), "listen": listening},
+            extra={
+                "daemon": self.name,
+                "daemon_id": str(self.daemon_id),
+                "listen": listening,
+                "roles": self.config.roles(),
+            },
         )
         checker: InstanceHealthChecker | None = None
         if self.config.health_checks:
