@@ -15,7 +15,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
+import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -23,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from orchcore import Orch, Settings
-from orchcore.bus.push import MessagePusher
+from orchcore.bus.push import PUSH_SOURCE, MessagePusher
 from orchcore.daemon.runner import EmbeddedServer
 from tests.support.polling import eventually
 from tests.support.registry import mark
@@ -388,3 +390,98 @@ async def test_a_consumer_without_a_healthy_instance_is_not_read_for(orch: Orch)
             await orch.discovery.refresh_all()
             await eventually(lambda: consumer.effects.get(key(msg_id)), timeout=10)
     assert consumer.calls(key(msg_id))[0].number == 1
+
+
+# -- the consumer's circuit breaker ------------------------------------------------------------
+
+
+async def forced_open_breaker(orch: Orch, target: str = "notification") -> UUID:
+    """The breaker guarding pushes (orch → the consumer, every endpoint), forced open."""
+    breaker = await orch.breakers.create(
+        {"service_name": PUSH_SOURCE, "target_service": target}, actor=ACTOR
+    )
+    await orch.breakers.force_open(breaker.id, actor=ACTOR, reason="consumer in maintenance")
+    return breaker.id
+
+
+async def test_an_open_breaker_holds_the_message_back_until_it_is_reset(orch: Orch) -> None:
+    async with running_consumer(PushConsumer()) as consumer:
+        await register_consumer(orch, consumer)
+        await push_queue(orch, dlq_max_retries=3)
+        breaker_id = await forced_open_breaker(orch)
+        msg_id = await send(orch, 1)
+        async with pushing(orch) as pusher:
+            await eventually(lambda: QUEUE in pusher.queues)
+            queue = pusher.queues[QUEUE]
+            await eventually(lambda: queue.delivered["given_back"], message="refused")
+            # Refused before sending: the consumer saw no call, and the message is neither
+            # dead-lettered nor gone but back in its queue, hidden for the refusal's wait
+            # (a forced-open breaker names no next attempt: 5 s), not re-read at once.
+            assert consumer.deliveries == []
+            assert await orch.bus.dead_letters(QUEUE) == []
+            assert await queue_total(orch) == 1
+            hidden_for = await orch.db.fetchval(
+                f"SELECT extract(epoch FROM vt - clock_timestamp()) FROM pgmq.q_{QUEUE}"
+            )
+            assert 2.0 < float(hidden_for) <= 5.0
+            reset_at = time.monotonic()
+            await orch.breakers.reset(breaker_id, actor=ACTOR, reason="maintenance over")
+            await eventually(
+                lambda: consumer.effects.get(key(msg_id)), timeout=15, message="pushed"
+            )
+            await eventually(lambda: drained(orch), message="acked")
+            counts = dict(queue.delivered)
+        await orch.bus.flush_logs()
+    [delivery] = consumer.deliveries  # once, after the reset
+    assert (delivery.key, delivery.status) == (key(msg_id), 200)
+    assert delivery.started >= reset_at
+    assert (counts["acked"], counts["dead_lettered"]) == (1, 0)
+    assert await orch.bus.dead_letters(QUEUE) == []
+    row = await orch.db.fetchrow(
+        "SELECT status, events FROM message_logs WHERE queue_name = $1 AND message_id = $2",
+        QUEUE,
+        msg_id,
+    )
+    assert row["status"] == "acked"
+    # The refusal is on the message's log, as the breaker's, not the consumer's, answer.
+    [refused] = _json(row["events"])
+    assert refused["event"] == "failed" and "circuit breaker" in refused["error"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason=(
+        "a breaker's refusal spends a delivery: judge_refusal (src/orchcore/bus/push.py) "
+        "turns BreakerOpenError into a GiveBack that _settle writes with bus.nack, and "
+        "orch_bus_nack (0007_bus.sql) buries the message once its read count (raised by "
+        "the read that took it) reaches 1 + dlq_max_retries"
+    ),
+)
+async def test_a_breaker_open_for_longer_than_the_retries_does_not_dead_letter(
+    orch: Orch,
+) -> None:
+    """No call was made, so no delivery is spent (as with a consumer that has no healthy
+    instance): a message outlives any number of refusals and arrives once it can."""
+    async with running_consumer(PushConsumer()) as consumer:
+        await register_consumer(orch, consumer)
+        await push_queue(orch, dlq_max_retries=1)  # two deliveries allowed
+        breaker_id = await forced_open_breaker(orch)
+        msg_id = await send(orch, 1)
+        async with pushing(orch) as pusher:
+            await eventually(lambda: QUEUE in pusher.queues)
+            queue = pusher.queues[QUEUE]
+            # Open through more refusals than the message has deliveries.
+            await eventually(
+                lambda: queue.delivered["given_back"] >= 2, timeout=20, message="refused twice"
+            )
+            assert consumer.deliveries == []
+            assert await orch.bus.dead_letters(QUEUE) == []
+            assert await queue_total(orch) == 1
+            await orch.breakers.reset(breaker_id, actor=ACTOR, reason="maintenance over")
+            await eventually(
+                lambda: consumer.effects.get(key(msg_id)), timeout=15, message="pushed"
+            )
+            await eventually(lambda: drained(orch), message="acked")
+    assert [d.key for d in consumer.deliveries] == [key(msg_id)]
+    assert await orch.bus.dead_letters(QUEUE) == []

@@ -425,3 +425,132 @@ async def test_a_payload_over_the_queues_limit_fails_the_publish_step(env: Env) 
 
 def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
+
+
+# -- parallel branches ----------------------------------------------------------------------
+
+#: (branch, its step, service, endpoint, the message type its success publishes)
+BRANCHES = [
+    ("food", "order_catering", "catering", "/orders", "catering.ordered"),
+    ("photos", "book_photographer", "photographer", "/bookings", "photographer.booked"),
+    ("place", "reserve_venue", "venue", "/reservations", "venue.reserved"),
+]
+
+
+def branch_step(step: str, service: str, endpoint: str, message_type: str) -> dict[str, Any]:
+    definition = call_step(
+        step,
+        0,
+        service,
+        endpoint,
+        compensate=f"{endpoint}/cancel",
+        publish=[message(QUEUE, message_type, wedding_id="wedding_id", id=f"{step}_id")],
+    )
+    del definition["order"], definition["type"]  # a branch's steps are service calls
+    return definition
+
+
+FAN_OUT: dict[str, Any] = {
+    "name": "fan-out",
+    "version": "1.0.0",
+    "steps": [
+        {
+            "name": "vendors",
+            "type": "parallel",
+            "order": 1,
+            "branches": [
+                {"name": branch, "steps": [branch_step(step, service, endpoint, message_type)]}
+                for branch, step, service, endpoint, message_type in BRANCHES
+            ],
+        },
+    ],
+    "publish_on_compensated": [message(QUEUE, "booking.failed", wedding_id="wedding_id")],
+}
+
+
+def hold_branches(env: Env, *services: str) -> list[asyncio.Event]:
+    """Each named branch's call waits at its participant until the test lets it answer."""
+    held = []
+    for _branch, _step, service, endpoint, _type in BRANCHES:
+        if service in services:
+            held.append(env.services[service].held.setdefault(endpoint, asyncio.Event()))
+    return held
+
+
+async def branch_calls_out(env: Env, *services: str) -> None:
+    """Every named branch's call has reached its participant (they are out together)."""
+    endpoints = {service: endpoint for _b, _s, service, endpoint, _t in BRANCHES}
+    await eventually(
+        lambda: all(env.services[s].calls_to(endpoints[s]) for s in services),
+        message=f"calls of {services} out at once",
+    )
+
+
+async def test_parallel_branches_each_publish_once_with_their_commit(env: Env) -> None:
+    await make_queue(env.orch)
+    registered = await env.orch.workflow_definitions.register(FAN_OUT, actor="t")
+    assert registered.warnings == []
+    services = [service for _b, _s, service, _e, _t in BRANCHES]
+    held = hold_branches(env, *services)
+    workflow_id = await env.start("fan-out", correlation_id="wedding-7")
+    await branch_calls_out(env, *services)
+    assert await types(env.orch) == []  # nothing before a branch's success commits
+    for event in held:  # the three answers come back together and commit side by side
+        event.set()
+    await env.until(workflow_id, "completed")
+    messages = await published(env.orch)
+    by_type = {m["type"]: m for m in messages}
+    assert sorted(m["type"] for m in messages) == sorted(t for *_rest, t in BRANCHES)
+    assert len(by_type) == len(messages) == 3  # each once, and nothing else (no end message)
+    for _branch, step, service, _endpoint, message_type in BRANCHES:
+        answer = env.services[service].effects[f"{workflow_id}:{step}:forward"]
+        assert by_type[message_type]["payload"] == {"wedding_id": "w-1", "id": answer["id"]}
+    assert {m["correlation_id"] for m in messages} == {"wedding-7"}
+    assert {m["producer"] for m in messages} == {INITIATOR}
+    status = await env.orch.workflows.status(workflow_id)
+    published_by = [
+        e.step_name for e in status.execution_timeline if e.event == "messages_published"
+    ]
+    assert sorted(published_by) == sorted(step for _b, step, *_rest in BRANCHES)
+
+
+async def test_a_failed_branch_publishes_nothing_while_the_others_did(env: Env) -> None:
+    """A message exists iff its step committed: the branches that succeeded published with
+    their success, and compensation undoes their effects but sends no retraction of their
+    messages (the compensated end's message says the booking failed); the failed branch
+    publishes nothing."""
+    await make_queue(env.orch)
+    await env.orch.workflow_definitions.register(FAN_OUT, actor="t")
+    env.services["photographer"].always_fail["/bookings"] = 409
+    held = hold_branches(env, "catering", "venue")
+    workflow_id = await env.start("fan-out", correlation_id="wedding-8")
+    await branch_calls_out(env, "catering", "photographer", "venue")
+
+    async def photos_failed() -> bool:
+        status = await env.orch.workflows.status(workflow_id)
+        steps = {s.step_name: s.status for s in status.steps}
+        return steps["book_photographer"] == "failed"
+
+    # The failure is recorded while the other branches' calls are still out.
+    await eventually(photos_failed, message="the photographer's branch failed")
+    assert await types(env.orch) == []
+    for event in held:
+        event.set()
+    await env.until(workflow_id, "compensated")
+    messages = await published(env.orch)
+    assert sorted(m["type"] for m in messages) == [
+        "booking.failed",
+        "catering.ordered",
+        "venue.reserved",
+    ]
+    assert {m["correlation_id"] for m in messages} == {"wedding-8"}
+    assert len(env.services["catering"].calls_to("/orders/cancel")) == 1
+    assert len(env.services["venue"].calls_to("/reservations/cancel")) == 1
+    assert env.services["photographer"].calls_to("/bookings/cancel") == []
+    status = await env.orch.workflows.status(workflow_id)
+    published_by = [
+        e.step_name for e in status.execution_timeline if e.event == "messages_published"
+    ]
+    # the two branches' successes and the compensated end (no step), each once
+    assert len(published_by) == 3
+    assert set(published_by) == {"order_catering", "reserve_venue", None}
