@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -448,16 +447,6 @@ async def test_an_open_breaker_holds_the_message_back_until_it_is_reset(orch: Or
     assert refused["event"] == "failed" and "circuit breaker" in refused["error"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "a breaker's refusal spends a delivery: judge_refusal (src/orchcore/bus/push.py) "
-        "turns BreakerOpenError into a GiveBack that _settle writes with bus.nack, and "
-        "orch_bus_nack (0007_bus.sql) buries the message once its read count (raised by "
-        "the read that took it) reaches 1 + dlq_max_retries"
-    ),
-)
 async def test_a_breaker_open_for_longer_than_the_retries_does_not_dead_letter(
     orch: Orch,
 ) -> None:

@@ -342,6 +342,36 @@ class MessageBus:
         if found is None:
             raise NotFoundError("message", f"{queue_name}/{message_id}")
 
+    async def hand_back(
+        self,
+        queue_name: str,
+        message_id: str,
+        *,
+        delay_seconds: int,
+        reason: str,
+        consumer: str | None,
+    ) -> None:
+        """Return a message whose delivery was never attempted (the consumer could not be
+        called at all): visible again after delay_seconds, the read not counted. The
+        reason goes on the message's log, so a late message says why it was late."""
+        msg_id = message_id_of(message_id)
+        queue = await self._consumable(queue_name, consumer)
+        row = await self._hot.fetchrow(Q.hand_back, queue.name, msg_id, max(delay_seconds, 0))
+        if row is None:
+            raise NotFoundError("message", f"{queue_name}/{message_id}")
+        self.logs.record(
+            [
+                event_record(
+                    queue.name, msg_id, MessageEvent.FAILED, row["at"],
+                    consumer_service=consumer or OPERATOR, retry_count=row["read_ct"],
+                    error_message=f"not delivered: {reason}"[:4000],
+                    produced_at=row["enqueued_at"], delivered_at=row["last_read_at"],
+                    headers=envelope.string_headers(row["headers"]),
+                    **_envelope_facts(row["message"]),
+                )
+            ]
+        )  # fmt: skip
+
     async def dead_letter(
         self, queue_name: str, message_id: str, *, error: str, consumer: str | None
     ) -> str | None:

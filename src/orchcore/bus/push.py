@@ -25,9 +25,9 @@ daemon reads them next delivers them again under the same key.
   the bus's rule buries it after ``dlq_max_retries`` redeliveries;
 - a call refused before sending (breaker open, no healthy instance, rate limited, an
   unregistered consumer) gives the message back for the time the refusal names, and
-  the queue's reads pause for as long: an open breaker costs the deliveries in flight,
-  not the whole backlog. While the consumer service has no healthy instance (or is not
-  registered) the queue is not read at all;
+  the queue's reads pause for as long; such a give-back does not count as a delivery
+  (no call was made), so an outage of any length buries nothing. While the consumer
+  service has no healthy instance (or is not registered) the queue is not read at all;
 - a call the mesh denies, or an endpoint that cannot be called, dead-letters at once.
 
 **Waking.** A queue's loop reads as many messages as it has free slots (its bound on
@@ -166,6 +166,8 @@ class GiveBack:
     delay: float | None = None
     #: seconds the queue's reads pause (a refusal before sending)
     pause: float = 0.0
+    #: whether the delivery counts against dlq_max_retries: not when no call was made
+    spent: bool = True
 
 
 PushOutcome = Acked | DeadLetter | GiveBack
@@ -189,12 +191,12 @@ def judge_refusal(exc: Exception, now: datetime) -> PushOutcome:
         wait = 5.0
         if exc.next_attempt_at is not None:
             wait = max(1.0, (exc.next_attempt_at - now).total_seconds())
-        return GiveBack(str(exc), delay=wait, pause=wait)
+        return GiveBack(str(exc), delay=wait, pause=wait, spent=False)
     if isinstance(exc, RateLimitedError):
         wait = max(exc.retry_after or 1.0, 0.1)
-        return GiveBack(str(exc), delay=wait, pause=wait)
+        return GiveBack(str(exc), delay=wait, pause=wait, spent=False)
     if isinstance(exc, NoHealthyInstanceError | NotFoundError):
-        return GiveBack(str(exc), pause=5.0)
+        return GiveBack(str(exc), pause=5.0, spent=False)
     if isinstance(exc, CallFailed):
         return GiveBack(storable_text(str(exc)))
     if isinstance(exc, CallDenied | InvalidCallError):
@@ -467,15 +469,20 @@ class QueuePusher:
                             error,
                             extra={"queue": queue, "message_id": msg_id},
                         )
-                    case GiveBack(error=error, delay=wanted, pause=pause):
+                    case GiveBack(error=error, delay=wanted, pause=pause, spent=spent):
                         left = max(lease_end - loop.time(), 0.0)
-                        delay = left if wanted is None else max(wanted, 0.0)
-                        await bus.nack(
-                            queue,
-                            msg_id,
-                            {"delay_seconds": math.ceil(delay), "error_message": error[:4000]},
-                            consumer=who,
-                        )
+                        delay = math.ceil(left if wanted is None else max(wanted, 0.0))
+                        if spent:
+                            await bus.nack(
+                                queue,
+                                msg_id,
+                                {"delay_seconds": delay, "error_message": error[:4000]},
+                                consumer=who,
+                            )
+                        else:  # never called: the refusal must not use up its deliveries
+                            await bus.hand_back(
+                                queue, msg_id, delay_seconds=delay, reason=error, consumer=who
+                            )
                         self.delivered["given_back"] += 1
                         if pause > 0:
                             self._pause(min(pause, _MAX_PAUSE_SECONDS))

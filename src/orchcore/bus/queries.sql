@@ -121,6 +121,10 @@ FROM orch_bus_nack($1, $2, $3, $4, $5, $6, $7)
 -- in flight → in flight for $3 more seconds from now.
 SELECT msg_id FROM pgmq.set_vt($1::text, $2::bigint, $3::integer)
 
+-- name: hand_back
+-- in flight → ready after $3 seconds, the read not counted (orch_bus_hand_back).
+SELECT * FROM orch_bus_hand_back($1, $2, $3)
+
 -- name: dead_letter_now
 -- any → dead letter at once (a push answered 4xx).
 SELECT orch_bus_dead_letter($1, $2, $3, $4, $5)
