@@ -91,7 +91,8 @@ async def test_three_daemons_killed_and_restarted_lose_nothing(dsn: str) -> None
 
             await eventually(all_terminal, timeout=180, interval=0.5, message="every saga terminal")
             counts = await orch.workflows.status_counts()
-            assert counts["completed"] == SAGAS, counts  # nothing was meant to fail for good
+            # Nothing was meant to fail for good; if something did, say which step and why.
+            assert counts["completed"] == SAGAS, (counts, await failure_reasons(orch))
             stuck = await orch.db.fetchval(
                 "SELECT count(*) FROM distributed_workflows WHERE lease_owner IS NOT NULL"
             )
@@ -108,6 +109,24 @@ async def test_three_daemons_killed_and_restarted_lose_nothing(dsn: str) -> None
             for daemon in daemons:
                 await daemon.ensure_stopped()
             await orch.close()
+
+
+async def failure_reasons(orch: Orch) -> list[tuple[str, str, int]]:
+    """Why sagas did not complete: failed steps' errors, and what breakers did."""
+    rows = await orch.db.fetch(
+        "SELECT s.step_name, left(coalesce(s.error_message, ''), 160) AS why, count(*) AS n"
+        " FROM workflow_steps s JOIN distributed_workflows w ON w.id = s.workflow_id"
+        " WHERE w.current_status <> 'completed' AND s.error_message IS NOT NULL"
+        " GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10"
+    )
+    opened = await orch.db.fetch(
+        "SELECT b.target_service, t.to_state, left(t.trigger, 160) AS why"
+        " FROM circuit_breaker_transitions t JOIN circuit_breakers b ON b.id = t.breaker_id"
+        " ORDER BY t.occurred_at LIMIT 10"
+    )
+    return [(r["step_name"], r["why"], r["n"]) for r in rows] + [
+        (f"breaker to {r['target_service']}", f"{r['to_state']}: {r['why']}", 1) for r in opened
+    ]
 
 
 async def register_platform(orch: Orch, platform: object) -> None:

@@ -37,7 +37,9 @@ import httpx
 #: Defaults sized for a daemon: a few hundred calls in flight to one service.
 MAX_CONNECTIONS = 256
 MAX_KEEPALIVE = 64
-KEEPALIVE_EXPIRY = 5.0
+#: Below the 5 s that uvicorn (and many servers) keep an idle connection: a connection
+#: handed out just as the service closes it would fail a call that never reached it.
+KEEPALIVE_EXPIRY = 4.0
 
 _Origin = tuple[str, int]
 _Headers = list[tuple[bytes, bytes]]
