@@ -1,0 +1,1 @@
+"""Distributed tracing: spans, their recording, OTLP in and out."""
