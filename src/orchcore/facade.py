@@ -39,6 +39,7 @@ from orchcore.resilience.ratelimit import RateLimiter
 from orchcore.saga.definitions import DefinitionStore
 from orchcore.saga.store import WorkflowStore
 from orchcore.settings import Settings
+from orchcore.tracing.tracing import Tracing
 
 Q = Queries("orchcore")
 
@@ -86,6 +87,7 @@ class Orch:
         self.mesh = MeshPolicies(db, clock, listener)
         self.rate_limiter = RateLimiter(db, clock)
         self.events = ServiceEventRecorder(db)
+        self.tracing = Tracing(db, clock, enabled=settings.tracing)
         self._caller: ServiceCaller | None = None
         self._caller_lock = asyncio.Lock()
         self.alerts = AlertStore(db, clock)
@@ -164,6 +166,7 @@ class Orch:
         await self.breakers.start()
         await self.mesh.start()
         await self.events.start()
+        await self.tracing.start()
         return ServiceCaller(
             discovery=self.discovery,
             breakers=self.breakers,
@@ -171,6 +174,7 @@ class Orch:
             rate_limiter=self.rate_limiter,
             recorder=self.events,
             clock=self.clock,
+            spans=self.tracing.recorder if self.tracing.enabled else None,
             tls=self.settings.tls(),
         )
 
@@ -180,6 +184,7 @@ class Orch:
             await self.events.stop()
             await self.mesh.stop()
             self._caller = None
+        await self.tracing.stop()
         await self.discovery.stop()
         await self.bus.close()
         if self.listener is not None:

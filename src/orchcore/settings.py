@@ -38,6 +38,8 @@ class Settings(BaseModel):
     tls_ca_file: str | None = Field(default=None, description="CA that signs services' certs")
     tls_cert_file: str | None = Field(default=None, description="client certificate (mTLS)")
     tls_key_file: str | None = Field(default=None, description="client certificate's key")
+    tracing: bool = Field(default=True, description="record spans (ORCH_TRACING=off: none)")
+    trace_retention_hours: float = Field(default=72.0, gt=0, description="spans kept this long")
 
     def tls(self) -> TlsSettings | None:
         if not (self.tls_ca_file or self.tls_cert_file):
@@ -58,6 +60,11 @@ class Settings(BaseModel):
             values["listen"] = env["ORCH_LISTEN"]
         if env.get("ORCH_LOG_FORMAT"):
             values["log_format"] = env["ORCH_LOG_FORMAT"]
+        if env.get("ORCH_TRACING"):
+            switch = env["ORCH_TRACING"].strip().lower()
+            values["tracing"] = switch not in ("0", "off", "false", "no")
+        if env.get("ORCH_TRACE_RETENTION_HOURS"):
+            values["trace_retention_hours"] = env["ORCH_TRACE_RETENTION_HOURS"]
         for name in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
             if env.get(f"ORCH_{name.upper()}"):
                 values[name] = env[f"ORCH_{name.upper()}"]

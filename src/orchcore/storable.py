@@ -91,3 +91,22 @@ def storable_document(value: Any) -> Any:
 def storable_text(text: str) -> str:
     """Free text (an error message, a service's words) made storable: NUL shown as �."""
     return text.replace("\x00", "\ufffd")
+
+
+def storable_value(value: Any, depth: int = 0) -> Any:
+    """Any value made storable as jsonb, never refused: NUL shown as �, non-numbers
+    as null, other objects as their text, nesting past MAX_DEPTH as its text. For what
+    orch records as observed (span tags), where losing a character beats losing a row."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, str):
+        return storable_text(value) if "\x00" in value else value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if depth >= MAX_DEPTH:
+        return storable_text(str(value))
+    if isinstance(value, dict):
+        return {storable_text(str(k)): storable_value(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable_value(item, depth + 1) for item in value]
+    return storable_text(str(value))

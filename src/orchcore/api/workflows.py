@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 from pydantic import BaseModel, Field
 
 from orchcore.alerts import Alert
@@ -137,14 +137,19 @@ async def list_workflows(
     dependencies=[allowed(Action.START_WORKFLOW)],
 )
 async def start_workflow(
-    request: StartWorkflowRequest, orch: Engine, caller: Caller, response: Response
+    request: StartWorkflowRequest,
+    orch: Engine,
+    caller: Caller,
+    response: Response,
+    traceparent: Annotated[str | None, Header()] = None,
 ) -> StartWorkflowResponse:
     # The initiator is the workflow's calling service: a service token's own service.
     named = request.initiating_service if "initiating_service" in request.model_fields_set else None
     initiator = caller.acting_as(named, default=request.initiating_service)
     if initiator != request.initiating_service:
         request = request.model_copy(update={"initiating_service": initiator})
-    started = await orch.workflows.start(request, actor=caller.actor)
+    # A request that arrives in a trace starts a workflow inside it (W3C trace context).
+    started = await orch.workflows.start(request, actor=caller.actor, traceparent=traceparent)
     if not started.created:
         response.status_code = status.HTTP_200_OK  # the existing workflow of that correlation
     return started

@@ -34,6 +34,7 @@ class Action(StrEnum):
     ADMIN = "admin"  # tokens and other access control
     SEND = "send"  # publish to a queue: a service token only as a listed producer
     CONSUME = "consume"  # receive/ack/nack/extend: a service token only as a listed consumer
+    INGEST_TRACES = "ingest_traces"  # OTLP span export (POST /v1/traces)
 
 
 _ALLOWED: dict[Role, frozenset[Action]] = {
@@ -47,11 +48,19 @@ _ALLOWED: dict[Role, frozenset[Action]] = {
             Action.CALL,
             Action.SEND,
             Action.CONSUME,
+            Action.INGEST_TRACES,
         }
     ),
     "monitoring_system": frozenset({Action.READ}),
     "service": frozenset(
-        {Action.INSTANCE_SELF, Action.START_WORKFLOW, Action.CALL, Action.SEND, Action.CONSUME}
+        {
+            Action.INSTANCE_SELF,
+            Action.START_WORKFLOW,
+            Action.CALL,
+            Action.SEND,
+            Action.CONSUME,
+            Action.INGEST_TRACES,
+        }
     ),
 }
 

@@ -38,13 +38,14 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 
 from orchcore.callpath.endpoints import normalize_endpoint
 from orchcore.callpath.events import CallEvent, ServiceEventRecorder
-from orchcore.callpath.headers import check_method, outbound_headers
+from orchcore.callpath.headers import check_header_value, check_method, outbound_headers
 from orchcore.callpath.identity import ORCH_IDENTITIES
 from orchcore.callpath.refusals import CallDenied, UnknownCallerError
 from orchcore.callpath.results import (
@@ -74,6 +75,9 @@ from orchcore.resilience.retry import (
     outcome_condition,
     retry_after_seconds,
 )
+from orchcore.tracing.callspans import AttemptFacts, attempt_span
+from orchcore.tracing.recorder import SpanRecorder
+from orchcore.tracing.spans import SpanEvent
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -90,6 +94,7 @@ class ServiceCaller:
         rate_limiter: RateLimiter,
         recorder: ServiceEventRecorder,
         clock: Clock,
+        spans: SpanRecorder | None = None,
         tls: TlsSettings | None = None,
         rng: random.Random | None = None,
         default_timeout: float = DEFAULT_TIMEOUT,
@@ -99,6 +104,7 @@ class ServiceCaller:
         self._mesh = mesh
         self._rate_limiter = rate_limiter
         self._recorder = recorder
+        self._spans = spans
         self._clock = clock
         self._rng = rng or random.Random()
         self._default_timeout = default_timeout
@@ -123,14 +129,23 @@ class ServiceCaller:
         idempotency_key: str | None = None,
         correlation_id: str | None = None,
         traceparent: str | None = None,
+        tracestate: str | None = None,
         retry: RetryPolicy | None = None,
+        first_attempt: int = 1,
     ) -> CallResult:
+        """Call ``target``'s ``endpoint`` as ``source`` through the mesh's policies.
+
+        ``traceparent`` (and ``tracestate``) put the call in a caller's trace; without
+        them it is a trace's root. ``first_attempt``: the number of this call's first
+        attempt, for a caller that retries by calling again (a saga step)."""
         # Input first, then names: nothing below may see an endpoint other than the
         # one sent, or make state for a caller or target nobody registered.
         method = check_method(method)
         where = normalize_endpoint(endpoint)
         correlation_id = correlation_id or str(uuid.uuid4())
         outbound = outbound_headers(headers, correlation_id, idempotency_key)
+        if tracestate and traceparent:
+            outbound["tracestate"] = check_header_value("tracestate", tracestate)
         await self._require_known(source, target)
         policy = await self._mesh.effective(source, target)
         parent = TraceContext.parse(traceparent)
@@ -150,10 +165,12 @@ class ServiceCaller:
             params=params,
         )
         attempts: list[Attempt] = []
-        for number in range(1, attempts_policy.max_attempts + 1):
-            span = trace.child() if number > 1 or parent is None else trace
+        for number in range(first_attempt, first_attempt + attempts_policy.max_attempts):
+            # Each attempt is a span of its own, a child of the caller's span (or of
+            # this call's root span when the caller sent none).
+            span = trace.child() if number > first_attempt or parent is None else trace
             try:
-                outcome, instance = await self._attempt(
+                outcome, instance, facts = await self._attempt(
                     policy, call, request, span, number, attempts
                 )
             except (BreakerOpenError, NoHealthyInstanceError) as exc:
@@ -162,11 +179,21 @@ class ServiceCaller:
                 attempts.append(Attempt(number, None, None, str(exc), 0.0, span.span_id))
                 raise CallFailed(_failure(call, attempts, str(exc)), attempts) from exc
             condition = outcome_condition(outcome.status_code, outcome.error_kind)
-            last = number == attempts_policy.max_attempts
+            last = number == first_attempt + attempts_policy.max_attempts - 1
             if condition is None or condition not in attempts_policy.retry_on or last:
+                self._record_span(facts, span)
                 return self._finish(outcome, instance, call, attempts)
-            await self._clock.sleep(self._delay(attempts_policy, number, outcome))
+            delay = self._delay(attempts_policy, number - first_attempt + 1, outcome)
+            facts.events.append(
+                SpanEvent("retry scheduled", facts.ended, {"delay_seconds": round(delay, 3)})
+            )
+            self._record_span(facts, span)
+            await self._clock.sleep(delay)
         raise AssertionError("unreachable: the last attempt always returns")
+
+    def _record_span(self, facts: AttemptFacts, span: TraceContext) -> None:
+        if self._spans is not None:
+            self._spans.finish(attempt_span(facts), sampled=span.sampled)
 
     # -- steps --------------------------------------------------------------------------
 
@@ -225,7 +252,7 @@ class ServiceCaller:
         span: TraceContext,
         number: int,
         attempts: list[Attempt],
-    ) -> tuple[AttemptOutcome, Endpoint]:
+    ) -> tuple[AttemptOutcome, Endpoint, AttemptFacts]:
         breakers = self._breakers
         try:
             permit = breakers.admit_cached(call.source, call.target, call.endpoint)
@@ -239,12 +266,31 @@ class ServiceCaller:
                 )
         except BreakerOpenError as exc:
             self._record_refusal(call, str(exc), span)
+            now = self._clock.now()
+            facts = self._facts(call, span, number, now, now, request)
+            facts.breaker_state = exc.state
+            facts.error = str(exc)
+            facts.error_kind = "breaker_open"
+            facts.events.append(SpanEvent("breaker rejected", now, {"state": exc.state}))
+            self._record_span(facts, span)
             raise
         healthy = await self._discovery.healthy(call.target)
         instance = self._choose(policy, call.target, healthy)
+        began = self._clock.now()
         started = time.perf_counter()
         outcome = await self._send(instance, span, call.method, request, number)
         duration_ms = (time.perf_counter() - started) * 1000
+        facts = self._facts(
+            call, span, number, began, began + timedelta(milliseconds=duration_ms), request
+        )
+        facts.status_code, facts.error = outcome.status_code, outcome.error
+        facts.error_kind = outcome.error_kind
+        facts.host, facts.port, facts.instance_id = (
+            instance.host,
+            instance.port,
+            instance.instance_id,
+        )
+        facts.breaker_state = permit.breaker.state
         success = not breakers.is_failure(permit, outcome.status_code)
         if not breakers.record_cached(permit, success):
             await breakers.record(
@@ -280,7 +326,31 @@ class ServiceCaller:
                 details=_details(number, instance, outcome),
             )
         )
-        return outcome, instance
+        return outcome, instance, facts
+
+    @staticmethod
+    def _facts(
+        call: _Call,
+        span: TraceContext,
+        number: int,
+        began: datetime,
+        ended: datetime,
+        request: _Request,
+    ) -> AttemptFacts:
+        return AttemptFacts(
+            trace_id=span.trace_id,
+            span_id=span.span_id,
+            parent_span_id=span.parent_span_id,
+            source=call.source,
+            target=call.target,
+            method=call.method,
+            endpoint=call.endpoint,
+            attempt=number,
+            started=began,
+            ended=ended,
+            idempotency_key=request.headers.get("Idempotency-Key"),
+            correlation_id=call.correlation_id,
+        )
 
     def _choose(
         self, policy: EffectivePolicy, target: str, healthy: Sequence[Endpoint]

@@ -55,6 +55,8 @@ from orchcore.saga.status import (
     WorkflowEvent,
     WorkflowStatus,
 )
+from orchcore.tracing.sagaspans import SagaSpans
+from orchcore.tracing.spans import Span
 
 Q = Queries("orchcore.saga")
 log = logging.getLogger("orch.saga")
@@ -104,6 +106,11 @@ class DriveHost(Protocol):
     def note_lease(self, workflow_id: UUID, until: datetime | None) -> None: ...
 
     def note_database_trouble(self, exc: BaseException | None) -> None: ...
+
+    @property
+    def saga_spans(self) -> SagaSpans: ...
+
+    def record_spans(self, state: WorkflowState, spans: list[Span]) -> None: ...
 
 
 class Drive:
@@ -282,6 +289,10 @@ class Drive:
             return False
         state.revision = revision
         state.lease_owner = lease_owner
+        if changes.events:  # spans follow the timeline, once it is committed
+            spans = self.host.saga_spans.committed(state, changes.events)
+            if spans:
+                self.host.record_spans(state, spans)
         self.host.note_lease(state.id, lease_until)
         self.host.note_progress(state.id)
         self._settled_commands -= {c.command_id for c in changes.commands}

@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 
 from orchcore.callpath import CallDenied, CallFailed, ServiceCaller
-from orchcore.callpath.tracecontext import TraceContext
 from orchcore.clock import Clock
 from orchcore.errors import NoHealthyInstanceError, NotFoundError, OrchError
 from orchcore.resilience.breakers import BreakerOpenError
@@ -27,6 +26,7 @@ from orchcore.saga.paths import PathError, apply_output, build_request, read, re
 from orchcore.saga.state import StepState, WorkflowState
 from orchcore.saga.status import StepStatus
 from orchcore.storable import Unstorable, check_storable, loads_strict, storable_text
+from orchcore.tracing.sagaspans import COMPENSATE, FORWARD, step_traceparent
 
 log = logging.getLogger("orch.saga")
 
@@ -67,12 +67,6 @@ def idempotency_key(workflow: WorkflowState, step: StepState, direction: str) ->
     return base if step.generation <= 1 else f"{base}:{step.generation}"
 
 
-def _traceparent(workflow: WorkflowState) -> str | None:
-    if not workflow.trace_id:
-        return None
-    return TraceContext(workflow.trace_id, "0" * 15 + "1").child().traceparent
-
-
 async def call_forward(
     caller: ServiceCaller, clock: Clock, workflow: WorkflowState, step: StepState
 ) -> Outcome:
@@ -94,6 +88,8 @@ async def call_forward(
             body=body,
             key=idempotency_key(workflow, step, "forward"),
             timeout=definition.timeout_seconds,
+            traceparent=step_traceparent(workflow, step, FORWARD),
+            attempt=step.retry_count + 1,
         ),
     )
     if outcome.ok and definition.output_mapping:
@@ -138,6 +134,8 @@ async def call_compensation(
             # Which request this undoes: a service that keeps requests by their key can
             # undo one whose answer never reached orch.
             headers={COMPENSATES_HEADER: idempotency_key(workflow, step, "forward")},
+            traceparent=step_traceparent(workflow, step, COMPENSATE),
+            attempt=max(step.compensation_attempts, 1),  # counted when it started
         ),
     )
 
@@ -160,6 +158,10 @@ class _Request:
     key: str
     timeout: float
     headers: dict[str, str] | None = None
+    #: the step's span as the call's parent
+    traceparent: str | None = None
+    #: which attempt of the step (or of its compensation) this call is
+    attempt: int = 1
 
 
 async def _call(
@@ -187,9 +189,10 @@ async def _attempt(
             idempotency_key=request.key,
             headers=request.headers,
             correlation_id=workflow.correlation_id,
-            traceparent=_traceparent(workflow),
+            traceparent=request.traceparent,
             timeout=request.timeout,
             retry=ONE_ATTEMPT,
+            first_attempt=request.attempt,
         )
     except BreakerOpenError as exc:
         wait = None

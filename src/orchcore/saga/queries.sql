@@ -37,11 +37,11 @@ WITH input AS (
         id, workflow_name, workflow_version, workflow_definition, definition_id,
         correlation_id, wedding_id, initiating_service, current_status, current_step,
         total_steps, context_data, started_at, timeout_at, next_run_at, lease_owner,
-        lease_until, trace_id, created_at, updated_at)
+        lease_until, trace_id, trace_parent_span_id, trace_sampled, created_at, updated_at)
     SELECT id, workflow_name, workflow_version, workflow_definition, definition_id,
            correlation_id, wedding_id, initiating_service, current_status, 0,
            total_steps, context_data, started_at, timeout_at, started_at, lease_owner,
-           lease_until, trace_id, started_at, started_at
+           lease_until, trace_id, trace_parent_span_id, trace_sampled, started_at, started_at
     FROM input
     ON CONFLICT (correlation_id) DO NOTHING
     RETURNING id, started_at

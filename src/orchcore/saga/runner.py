@@ -32,6 +32,9 @@ from orchcore.saga.persistence import loaded
 from orchcore.saga.state import Command, StepState, WorkflowState
 from orchcore.storable import storable_text
 from orchcore.supervision import TaskSupervisor
+from orchcore.tracing.sagaspans import SagaSpans
+from orchcore.tracing.spans import Span
+from orchcore.tracing.tracing import Tracing
 
 Q = Queries("orchcore.saga")
 log = logging.getLogger("orch.saga")
@@ -58,6 +61,9 @@ class SagaEngine(Protocol):
     def bus(self) -> MessageBus: ...
 
     async def caller(self) -> ServiceCaller: ...
+
+    @property
+    def tracing(self) -> Tracing: ...
 
 
 class SagaRunner:
@@ -94,6 +100,7 @@ class SagaRunner:
         self._progressed: set[UUID] = set()
         self._trouble_since: float | None = None
         self.supervisor = TaskSupervisor(logger="orch.saga")
+        self._saga_spans = SagaSpans()
         self.completed_drives = 0
 
     @property
@@ -102,6 +109,16 @@ class SagaRunner:
 
     async def caller(self) -> ServiceCaller:
         return await self._engine.caller()
+
+    @property
+    def saga_spans(self) -> SagaSpans:
+        return self._saga_spans
+
+    def record_spans(self, state: WorkflowState, spans: list[Span]) -> None:
+        tracing = self._engine.tracing
+        if tracing.enabled:
+            for span in spans:
+                tracing.recorder.finish(span, sampled=state.trace_sampled)
 
     def message_bus(self) -> MessageBus:
         """The bus the outbox checks its messages against (asked for only by workflows

@@ -69,9 +69,16 @@ class WorkflowStarter:
         self._estimates: dict[str, tuple[float, float]] = {}
 
     async def start(
-        self, request: StartWorkflowRequest | dict[str, Any], *, actor: str
+        self,
+        request: StartWorkflowRequest | dict[str, Any],
+        *,
+        actor: str,
+        traceparent: str | None = None,
     ) -> StartWorkflowResponse:
+        """Start a workflow; with ``traceparent`` (the starting request's) its trace is a
+        child of that span and follows its sampling decision."""
         req = parse(StartWorkflowRequest, request)
+        parent = TraceContext.parse(traceparent)
         if self._known_source is not None and not await self._known_source(req.initiating_service):
             raise ValidationFailed(
                 "initiating_service",
@@ -95,7 +102,9 @@ class WorkflowStarter:
             timeout_at=now + timedelta(minutes=req.timeout_minutes or definition.timeout_minutes),
             lease_owner=runner.owner if runner else None,
             lease_until=now + timedelta(seconds=runner.lease_seconds) if runner else None,
-            trace_id=TraceContext.new().trace_id,
+            trace_id=parent.trace_id if parent else TraceContext.new().trace_id,
+            trace_parent_span_id=parent.span_id if parent else None,
+            trace_sampled=parent.sampled if parent else True,
         )
         events = [_started_event(state, req, actor)]
         started = _start_first_call(state, runner) if runner is not None else None
@@ -188,6 +197,8 @@ def _workflow_row(state: WorkflowState, *, definition_id: UUID) -> dict[str, Any
         "lease_owner": state.lease_owner,
         "lease_until": state.lease_until.isoformat() if state.lease_until else None,
         "trace_id": state.trace_id,
+        "trace_parent_span_id": state.trace_parent_span_id,
+        "trace_sampled": state.trace_sampled,
     }
 
 

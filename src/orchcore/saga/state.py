@@ -226,6 +226,10 @@ class WorkflowState:
     compensation_request: dict[str, Any] | None
     trace_id: str | None
     revision: int
+    #: the span this workflow continues (an API request's traceparent), if any
+    trace_parent_span_id: str | None = None
+    #: sampling, decided at the root: an unsampled workflow records error spans only
+    trace_sampled: bool = True
     steps: dict[str, StepState] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     alerts: list[AlertDraft] = field(default_factory=list)
@@ -349,6 +353,8 @@ class WorkflowState:
             compensation_request=row["compensation_request"],
             trace_id=row["trace_id"],
             revision=row["revision"],
+            trace_parent_span_id=row.get("trace_parent_span_id"),
+            trace_sampled=row.get("trace_sampled", True) is not False,
         )
         definitions = step_definitions(definition)
         for data in steps:
@@ -371,6 +377,8 @@ class WorkflowState:
         lease_owner: str | None,
         lease_until: datetime | None,
         trace_id: str,
+        trace_parent_span_id: str | None = None,
+        trace_sampled: bool = True,
     ) -> WorkflowState:
         """A workflow just started: every step pending."""
         state = cls(
@@ -396,6 +404,8 @@ class WorkflowState:
             compensation_request=None,
             trace_id=trace_id,
             revision=0,
+            trace_parent_span_id=trace_parent_span_id,
+            trace_sampled=trace_sampled,
         )
         for name, (step, parent, branch, order) in step_definitions(definition).items():
             state.steps[name] = StepState(

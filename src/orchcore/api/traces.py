@@ -1,0 +1,172 @@
+"""Tracing routes: OTLP/HTTP ingest at ``POST /v1/traces`` and the seed's reads.
+
+The ingest answers as OTLP/HTTP says: 200 with an ExportTraceServiceResponse in the
+request's encoding (partial_success naming what was rejected and why), 400 for a body
+that cannot be read, 413 over the size limit, 415 for another content type, 503 (with
+Retry-After) while spans wait to be written; an error's body is a google.rpc.Status in
+the request's encoding. A service or operator token is needed, like every route.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import Response
+
+from orchcore.api.auth import Engine, allowed
+from orchcore.auth import Action
+from orchcore.errors import ValidationFailed
+from orchcore.tracing.models import GetTraceDetailsResponse, GetTracesResponse, SearchTracesRequest
+from orchcore.tracing.otlp import OtlpError, encode_response
+from orchcore.tracing.tracing import MAX_EXPORT_BYTES, Overloaded
+
+READ = [allowed(Action.READ)]
+
+router = APIRouter(prefix="/api/orchestration", tags=["traces"])
+otlp_router = APIRouter(tags=["otlp"])
+
+
+@otlp_router.post("/v1/traces", dependencies=[allowed(Action.INGEST_TRACES)])
+async def export_traces(
+    request: Request,
+    orch: Engine,
+    content_type: Annotated[str, Header()] = "",
+    content_encoding: Annotated[str | None, Header()] = None,
+) -> Response:
+    body = await _read_capped(request, MAX_EXPORT_BYTES)
+    is_json = content_type.split(";", 1)[0].strip().lower() == "application/json"
+    if body is None:
+        return _status(413, f"the body is over {MAX_EXPORT_BYTES} bytes", is_json)
+    try:
+        decoded = orch.tracing.ingest(body, content_type, content_encoding)
+    except OtlpError as exc:
+        return _status(exc.http_status, str(exc), is_json)
+    except Overloaded as exc:
+        return _status(503, str(exc), is_json, headers={"Retry-After": "2"})
+    payload, media_type = encode_response(decoded.rejected, decoded.error_message, content_type)
+    return Response(payload, media_type=media_type)
+
+
+async def _read_capped(request: Request, limit: int) -> bytes | None:
+    """The body, or None once it passes ``limit`` (read no further than that)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _status(
+    code: int, message: str, is_json: bool, headers: dict[str, str] | None = None
+) -> Response:
+    """A google.rpc.Status, as OTLP/HTTP wants for a failed export."""
+    grpc_code = {400: 3, 413: 8, 415: 3, 503: 14}.get(code, 2)  # INVALID_ARGUMENT...
+    if is_json:
+        body = json.dumps({"code": grpc_code, "message": message}).encode()
+        return Response(body, status_code=code, media_type="application/json", headers=headers)
+    return Response(
+        _status_protobuf(grpc_code, message),
+        status_code=code,
+        media_type="application/x-protobuf",
+        headers=headers,
+    )
+
+
+def _status_protobuf(code: int, message: str) -> bytes:
+    # google.rpc.Status {int32 code = 1; string message = 2;}: two fields, written here
+    # rather than depending on googleapis-common-protos for them.
+    text = message.encode()[:4096]
+    return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+@router.get("/traces", response_model=GetTracesResponse, dependencies=READ)
+async def list_traces(
+    orch: Engine,
+    service: str | None = None,
+    errors_only: bool = False,
+    min_duration_ms: Annotated[float | None, Query(ge=0)] = None,
+    since: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+) -> GetTracesResponse:
+    return await orch.tracing.recent(
+        limit=limit,
+        offset=offset,
+        service=service,
+        errors_only=errors_only,
+        min_duration_ms=min_duration_ms,
+        since=since,
+    )
+
+
+@router.get("/traces/search", response_model=GetTracesResponse, dependencies=READ)
+async def search_traces(
+    orch: Engine,
+    service_name: str | None = None,
+    operation_name: str | None = None,
+    tags: Annotated[
+        str | None, Query(description='JSON object, e.g. {"peer.service":"venue"}')
+    ] = None,
+    duration_min_ms: Annotated[float | None, Query(ge=0)] = None,
+    duration_max_ms: Annotated[float | None, Query(ge=0)] = None,
+    start_time: datetime | None = None,
+    end_time: datetime | None = None,
+    has_errors: bool = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 20,
+    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+) -> GetTracesResponse:
+    request = SearchTracesRequest(
+        service_name=service_name,
+        operation_name=operation_name,
+        tags=_tags(tags),
+        duration_min_ms=duration_min_ms,
+        duration_max_ms=duration_max_ms,
+        start_time=start_time,
+        end_time=end_time,
+        has_errors=has_errors,
+        limit=limit,
+        offset=offset,
+    )
+    return await orch.tracing.search(request)
+
+
+@router.get("/traces/{trace_id}", response_model=GetTraceDetailsResponse, dependencies=READ)
+async def get_trace(trace_id: str, orch: Engine) -> GetTraceDetailsResponse:
+    return await orch.tracing.trace(trace_id)
+
+
+@router.get(
+    "/workflows/{workflow}/trace", response_model=GetTraceDetailsResponse, dependencies=READ
+)
+async def workflow_trace(workflow: str, orch: Engine) -> GetTraceDetailsResponse:
+    """A workflow's trace, the workflow named by its id or its correlation id."""
+    return await orch.tracing.trace(await orch.tracing.trace_of_workflow(workflow))
+
+
+def _tags(text: str | None) -> dict[str, str] | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ValidationFailed("tags", "expected a JSON object of tag values") from None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ValidationFailed("tags", "expected a JSON object of string values")
+    return {str(k): v for k, v in value.items()}
