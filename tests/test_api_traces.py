@@ -678,12 +678,6 @@ async def test_search_finds_and_excludes_the_right_traces(
     assert backwards.status_code == 422
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Tracing.search passes json.dumps(req.tags) as $3::jsonb "
-    "(src/orchcore/tracing/tracing.py:157) while the pool's jsonb codec json.dumps again "
-    "(src/orchcore/db/pool.py:33): the filter is a JSON string, and tags @> it never holds",
-)
 async def test_search_by_tags(
     api: httpx.AsyncClient, ops: dict[str, str], two_traces: dict[str, str]
 ) -> None:

@@ -39,6 +39,7 @@ from orchcore.resilience.ratelimit import RateLimiter
 from orchcore.saga.definitions import DefinitionStore
 from orchcore.saga.store import WorkflowStore
 from orchcore.settings import Settings
+from orchcore.tracing.forwarder import OtlpForwarder
 from orchcore.tracing.tracing import Tracing
 
 Q = Queries("orchcore")
@@ -87,7 +88,16 @@ class Orch:
         self.mesh = MeshPolicies(db, clock, listener)
         self.rate_limiter = RateLimiter(db, clock)
         self.events = ServiceEventRecorder(db)
-        self.tracing = Tracing(db, clock, enabled=settings.tracing)
+        self.tracing = Tracing(
+            db,
+            clock,
+            enabled=settings.tracing,
+            forwarder=OtlpForwarder(
+                settings.otlp_export_endpoint, headers=settings.otlp_export_headers
+            )
+            if settings.otlp_export_endpoint
+            else None,
+        )
         self._caller: ServiceCaller | None = None
         self._caller_lock = asyncio.Lock()
         self.alerts = AlertStore(db, clock)

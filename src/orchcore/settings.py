@@ -23,6 +23,15 @@ def default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "orch"
 
 
+def _pairs(text: str) -> dict[str, str]:
+    pairs = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip():
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
 class Settings(BaseModel):
     """What a face needs to reach the database and describe where it is."""
 
@@ -39,7 +48,19 @@ class Settings(BaseModel):
     tls_cert_file: str | None = Field(default=None, description="client certificate (mTLS)")
     tls_key_file: str | None = Field(default=None, description="client certificate's key")
     tracing: bool = Field(default=True, description="record spans (ORCH_TRACING=off: none)")
-    trace_retention_hours: float = Field(default=72.0, gt=0, description="spans kept this long")
+    trace_retention_hours: float | None = Field(
+        default=None, gt=0, description="spans kept this long (default 72 h; 1 h when exporting)"
+    )
+    otlp_export_endpoint: str | None = Field(
+        default=None, description="forward every span to this OTLP/HTTP endpoint"
+    )
+    otlp_export_headers: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def span_retention_hours(self) -> float:
+        if self.trace_retention_hours is not None:
+            return self.trace_retention_hours
+        return 1.0 if self.otlp_export_endpoint else 72.0
 
     def tls(self) -> TlsSettings | None:
         if not (self.tls_ca_file or self.tls_cert_file):
@@ -65,6 +86,10 @@ class Settings(BaseModel):
             values["tracing"] = switch not in ("0", "off", "false", "no")
         if env.get("ORCH_TRACE_RETENTION_HOURS"):
             values["trace_retention_hours"] = env["ORCH_TRACE_RETENTION_HOURS"]
+        if env.get("ORCH_OTLP_EXPORT_ENDPOINT"):
+            values["otlp_export_endpoint"] = env["ORCH_OTLP_EXPORT_ENDPOINT"]
+        if env.get("ORCH_OTLP_EXPORT_HEADERS"):  # "k=v,k2=v2", as OTEL_EXPORTER_OTLP_HEADERS
+            values["otlp_export_headers"] = _pairs(env["ORCH_OTLP_EXPORT_HEADERS"])
         for name in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
             if env.get(f"ORCH_{name.upper()}"):
                 values[name] = env[f"ORCH_{name.upper()}"]

@@ -131,6 +131,11 @@ async def status(orch: Orch, as_json: bool) -> None:
 @click.option("--no-workflows", is_flag=True, help="Do not run workflows.")
 @click.option("--no-push", is_flag=True, help="Do not deliver the bus's push queues.")
 @click.option(
+    "--otlp-listen",
+    metavar="HOST:PORT",
+    help="Also take OTLP/HTTP span exports on a listener of its own (conventionally :4318).",
+)
+@click.option(
     "--workflow-lease",
     type=float,
     envvar="ORCH_WORKFLOW_LEASE_SECONDS",
@@ -152,6 +157,7 @@ def daemon(
     no_health_checks: bool,
     no_workflows: bool,
     no_push: bool,
+    otlp_listen: str | None,
     workflow_lease: float,
     log_format: str | None,
 ) -> None:
@@ -168,6 +174,7 @@ def daemon(
         health_checks=not no_health_checks,
         workflows=not no_workflows,
         push=not no_push,
+        otlp_listen=otlp_listen,
         workflow_lease_seconds=workflow_lease,
     )
 

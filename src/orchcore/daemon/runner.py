@@ -17,6 +17,7 @@ import signal
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import uvicorn
@@ -24,6 +25,7 @@ import uvicorn
 from orchcore import __version__
 from orchcore.actors import daemon_actor
 from orchcore.api import create_app
+from orchcore.api.otlp_app import create_otlp_app
 from orchcore.bus.push import MAX_IN_FLIGHT_PER_QUEUE, MessagePusher
 from orchcore.db.failures import UNREACHABLE
 from orchcore.errors import OrchError
@@ -64,6 +66,8 @@ class DaemonConfig:
     depth_sample_seconds: float = 5.0
     #: ... and removes what retention_hours let go
     retention_seconds: float = 60.0
+    #: a listener of its own for OTLP/HTTP span exports (conventionally port 4318)
+    otlp_listen: str | None = None
 
     def roles(self) -> list[str]:
         """What this daemon takes part in, as its start line reports it."""
@@ -84,6 +88,10 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+#: Batches of expired spans a daemon removes a round at most (the rest waits a round).
+_TRIM_ROUNDS = 20
+
+
 class Daemon:
     def __init__(self, orch: Orch, config: DaemonConfig) -> None:
         self.orch = orch
@@ -93,7 +101,9 @@ class Daemon:
         self._supervisor = TaskSupervisor()
         self._stop = asyncio.Event()
         self._server: EmbeddedServer | None = None
+        self._otlp_server: EmbeddedServer | None = None
         self._sockets: list[socket.socket] = []
+        self._otlp_sockets: list[socket.socket] = []
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -101,6 +111,10 @@ class Daemon:
     async def run(self) -> None:
         host, port = parse_listen(self.config.listen)
         listening = self._bind(host, port) if self.config.serve_api else None
+        otlp_listening = None
+        if self.config.otlp_listen:
+            otlp_host, otlp_port = parse_listen(self.config.otlp_listen)
+            otlp_listening = self._bind(otlp_host, otlp_port, into=self._otlp_sockets)
         self.daemon_id = await self.orch.daemons.join(
             name=self.name, listen=listening, version=__version__
         )
@@ -110,6 +124,7 @@ class Daemon:
                 "daemon": self.name,
                 "daemon_id": str(self.daemon_id),
                 "listen": listening,
+                "otlp_listen": otlp_listening,
                 "roles": self.config.roles(),
             },
         )
@@ -130,6 +145,10 @@ class Daemon:
         self._supervisor.start("membership", self._heartbeat_forever)
         if listening is not None:
             self._supervisor.start("api", self._serve_api)
+        if otlp_listening is not None:
+            self._supervisor.start("otlp", self._serve_otlp)
+        await self.orch.tracing.start()
+        self._supervisor.start("trace-upkeep", self._trace_upkeep_forever)
         try:
             await self._stop.wait()
         finally:
@@ -176,7 +195,20 @@ class Daemon:
                 log.warning("bus upkeep failed: %s", exc)
             await clock.sleep(self.config.depth_sample_seconds)
 
-    def _bind(self, host: str, port: int) -> str:
+    async def _trace_upkeep_forever(self) -> None:
+        """Spans past the retention removed in batches, now and then (each daemon tries;
+        the batches skip each other's rows)."""
+        retention = timedelta(hours=self.orch.settings.span_retention_hours)
+        while True:
+            try:
+                for _ in range(_TRIM_ROUNDS):  # at most this many batches a round
+                    if await self.orch.tracing.trim(older_than=retention) == 0:
+                        break
+            except UNREACHABLE as exc:
+                log.warning("trace retention failed: %s", exc)
+            await self.orch.clock.sleep(self.config.retention_seconds)
+
+    def _bind(self, host: str, port: int, *, into: list[socket.socket] | None = None) -> str:
         """Bind before joining, so a taken port fails fast with one clear line."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # Naming TCP explicitly lets asyncio switch off Nagle (TCP_NODELAY) on accepted
@@ -190,9 +222,19 @@ class Daemon:
             raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         sock.listen(128)
         sock.setblocking(False)
-        self._sockets = [sock]
+        if into is None:
+            self._sockets = [sock]
+        else:
+            into.append(sock)
         bound_port = sock.getsockname()[1]
         return f"{host}:{bound_port}"
+
+    async def _serve_otlp(self) -> None:
+        config = uvicorn.Config(
+            create_otlp_app(self.orch), log_config=None, access_log=False, lifespan="off"
+        )
+        self._otlp_server = EmbeddedServer(config)
+        await self._otlp_server.serve(sockets=self._otlp_sockets)
 
     async def _serve_api(self) -> None:
         app = create_app(self.orch, daemon_name=self.name)
@@ -219,6 +261,8 @@ class Daemon:
         log.info("daemon stopping", extra={"daemon": self.name})
         if self._server is not None:
             self._server.should_exit = True  # uvicorn finishes in-flight requests, then returns
+        if self._otlp_server is not None:
+            self._otlp_server.should_exit = True
         if runner is not None:
             self.orch.workflows.attach_runner(None)
             await runner.stop(grace_seconds=5.0)  # drives reach a commit; leases go back
@@ -233,10 +277,12 @@ class Daemon:
                 await checker.release()
             await checker.close()
         await self._supervisor.wait("api", timeout=10.0)
+        await self._supervisor.wait("otlp", timeout=10.0)
+        await self._supervisor.stop("trace-upkeep")
         await self._supervisor.stop()
         with contextlib.suppress(Exception):
             await self.orch.daemons.leave(self.daemon_id)
-        for sock in self._sockets:
+        for sock in self._sockets + self._otlp_sockets:
             sock.close()
         log.info("daemon stopped", extra={"daemon": self.name})
 

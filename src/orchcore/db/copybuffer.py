@@ -67,7 +67,11 @@ class CopyBuffer(Generic[T]):
 
     async def start(self) -> None:
         """Start writing (again, after stop); a second start while running does nothing."""
-        if self._task is None:
+        self.ensure_running()
+
+    def ensure_running(self) -> None:
+        """start() for callers that cannot await (inside a running event loop)."""
+        if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._flush_forever(), name=f"write-{self._table}")
 
     async def stop(self) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from orchcore.db import Database
@@ -66,6 +66,8 @@ class SpanRecorder(CopyBuffer[Span]):
         )
         self._kept: OrderedDict[str, None] = OrderedDict()
         self.unsampled = 0
+        #: also given every span recorded (the OTLP forwarder, when one is configured)
+        self.tap: Callable[[list[Span]], None] | None = None
 
     def finish(self, span: Span, *, sampled: bool) -> None:
         """Record a span orch made, if its trace is sampled or an error keeps it."""
@@ -73,12 +75,17 @@ class SpanRecorder(CopyBuffer[Span]):
             if span.is_error and not sampled:
                 self._keep(span.trace_id)
             self.record(span)
+            if self.tap is not None:
+                self.tap([span])
         else:
             self.unsampled += 1
 
     def ingest(self, spans: Iterable[Span]) -> None:
         """Spans a service sent over OTLP: its SDK has sampled them already."""
-        self.record_many(spans)
+        batch = list(spans)
+        self.record_many(batch)
+        if self.tap is not None:
+            self.tap(batch)
 
     def _keep(self, trace_id: str) -> None:
         self._kept[trace_id] = None

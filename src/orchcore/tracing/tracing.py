@@ -10,6 +10,7 @@ from typing import Any
 from orchcore.clock import Clock
 from orchcore.db import Database, Queries
 from orchcore.errors import NotFoundError, OrchError, ValidationFailed
+from orchcore.tracing.forwarder import OtlpForwarder
 from orchcore.tracing.models import (
     GetTraceDetailsResponse,
     GetTracesResponse,
@@ -44,18 +45,31 @@ class Overloaded(OrchError):
 
 
 class Tracing:
-    def __init__(self, db: Database, clock: Clock, *, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        *,
+        enabled: bool = True,
+        forwarder: OtlpForwarder | None = None,
+    ) -> None:
         self._db = db
         self._clock = clock
         #: False: orch records no spans of its own (ingested ones are still stored)
         self.enabled = enabled
         self.recorder = SpanRecorder(db)
+        #: where every span also goes, when ORCH_OTLP_EXPORT_ENDPOINT names a collector
+        self.forwarder = forwarder
+        if forwarder is not None:
+            self.recorder.tap = forwarder.forward
 
     async def start(self) -> None:
         await self.recorder.start()
 
     async def stop(self) -> None:
         await self.recorder.stop()
+        if self.forwarder is not None:
+            await self.forwarder.stop()
 
     async def flush(self) -> None:
         """Write what is buffered now (tests, and before a process exits)."""
@@ -70,6 +84,7 @@ class Tracing:
                 f"{self.recorder.pending} spans are waiting to be written; try again shortly"
             )
         decoded = decode_request(body, content_type, content_encoding, max_bytes=MAX_EXPORT_BYTES)
+        self.recorder.ensure_running()
         self.recorder.ingest(decoded.spans)
         return decoded
 
@@ -139,7 +154,7 @@ class Tracing:
             Q.search_spans,
             req.service_name,
             req.operation_name,
-            json.dumps(req.tags) if req.tags else None,
+            req.tags or None,  # the pool's jsonb codec encodes it
             _micros(req.duration_min_ms),
             _micros(req.duration_max_ms),
             start,
