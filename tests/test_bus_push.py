@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from orchcore import Orch, Settings
 from orchcore.bus.push import PUSH_SOURCE, MessagePusher
+from orchcore.callpath.tracecontext import TraceContext
 from orchcore.daemon.runner import EmbeddedServer
 from tests.support.polling import eventually
 from tests.support.registry import mark
@@ -41,6 +42,7 @@ class Delivery:
     started: float
     ended: float | None = None
     status: int | None = None
+    traceparent: str | None = None
 
 
 #: (the key, how many times this consumer saw it before) -> (status, seconds to hold)
@@ -71,6 +73,7 @@ class PushConsumer:
             await request.json(),
             int(request.headers.get("x-orch-delivery", "0")),
             time.monotonic(),
+            traceparent=request.headers.get("traceparent"),
         )
         self.deliveries.append(delivery)
         if self.in_flight.get(key):
@@ -474,3 +477,35 @@ async def test_a_breaker_open_for_longer_than_the_retries_does_not_dead_letter(
             await eventually(lambda: drained(orch), message="acked")
     assert [d.key for d in consumer.deliveries] == [key(msg_id)]
     assert await orch.bus.dead_letters(QUEUE) == []
+
+
+async def test_a_pushed_message_carries_its_producers_trace_to_the_consumer(orch: Orch) -> None:
+    producer_span = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    async with running_consumer(PushConsumer()) as consumer:
+        await register_consumer(orch, consumer)
+        await push_queue(orch)
+        sent = await orch.bus.send(
+            {
+                "queue_name": QUEUE,
+                "message_type": "booking.confirmed",
+                "message_payload": {"n": 1},
+                "headers": {"traceparent": producer_span},
+            },
+            producer="booking",
+            actor=ACTOR,
+        )
+        async with pushing(orch):
+            await eventually(lambda: consumer.effects.get(key(sent.message_id)), message="pushed")
+    [delivery] = consumer.deliveries
+    received = TraceContext.parse(delivery.traceparent)
+    assert received is not None and received.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+    await orch.tracing.flush()
+    # The delivery is a client span of orch's, a child of the producer's span, and the
+    # span the consumer was told is its parent.
+    row = await orch.db.fetchrow(
+        "SELECT parent_span_id, span_kind, tags FROM distributed_traces WHERE span_id = $1",
+        received.span_id,
+    )
+    assert row is not None
+    assert (row["parent_span_id"], row["span_kind"]) == ("00f067aa0ba902b7", "client")
+    assert row["tags"]["orch.idempotency_key"] == key(sent.message_id)

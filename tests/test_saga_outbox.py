@@ -10,6 +10,7 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -20,6 +21,7 @@ from orchcore.saga.models import PublishMessage, WorkflowDefinition
 from orchcore.saga.persistence import write_changes
 from orchcore.saga.state import OutboxMessage, WorkflowState
 from orchcore.saga.status import StepStatus, WorkflowEvent, WorkflowStatus
+from orchcore.tracing.sagaspans import FORWARD, step_span_id, workflow_span_id
 from tests.support.polling import eventually
 from tests.support.sagas import INITIATOR, Env, call_step
 
@@ -269,6 +271,15 @@ async def test_steps_publish_with_their_commit_and_the_workflow_with_its_end(env
     # A consumer receives them like any other message.
     got = await env.orch.bus.receive(QUEUE, {"max_messages": 10}, consumer="notification")
     assert [m.message_type for m in got.messages][:2] == ["venue.reserved", "booking.confirmed"]
+    # Each carries the trace of what published it: its step's span, or the workflow's.
+    trace_id = await env.orch.tracing.trace_of_workflow(workflow_id)
+    wf = UUID(workflow_id)
+    expected = [
+        f"00-{trace_id}-{step_span_id(wf, 'reserve_venue', FORWARD)}-01",
+        f"00-{trace_id}-{step_span_id(wf, 'announce', FORWARD)}-01",
+        f"00-{trace_id}-{workflow_span_id(wf)}-01",
+    ]
+    assert [m.headers.get("traceparent") for m in got.messages] == expected
 
 
 async def test_a_failed_step_publishes_nothing_and_the_compensated_end_does(env: Env) -> None:

@@ -429,6 +429,9 @@ class QueuePusher:
                     },
                     idempotency_key=idempotency_key(target.queue_name, message.message_id),
                     correlation_id=_header_safe(message.correlation_id),
+                    # the producer's trace (a saga step's, say) goes on to the consumer
+                    traceparent=message.headers.get("traceparent"),
+                    tracestate=message.headers.get("tracestate"),
                     timeout=timeout,
                     retry=retry,
                 )

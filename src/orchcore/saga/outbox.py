@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from orchcore.bus.models import QueueType
 from orchcore.callpath.identity import ORCH_IDENTITIES
+from orchcore.callpath.tracecontext import TraceContext
 from orchcore.db.failures import UNREACHABLE
 from orchcore.errors import OrchError
 from orchcore.saga.execution import Outcome
@@ -30,6 +31,7 @@ from orchcore.saga.models import PublishMessage
 from orchcore.saga.paths import PathError, apply_output, build_request
 from orchcore.saga.state import OutboxMessage, StepState, WorkflowState
 from orchcore.storable import storable_text
+from orchcore.tracing.sagaspans import FORWARD, step_traceparent, workflow_span_id
 
 
 class Preparer(Protocol):
@@ -78,6 +80,24 @@ def payloads(publish: Sequence[PublishMessage], scope: Any) -> list[dict[str, An
     return built
 
 
+def _with_trace(
+    state: WorkflowState, step_name: str | None, headers: dict[str, str] | None
+) -> dict[str, str] | None:
+    """The message's headers with the publishing step's traceparent (the workflow's for
+    the end's messages), so its delivery joins the workflow's trace; a traceparent the
+    definition sets itself is kept."""
+    if not state.trace_id or any(k.lower() == "traceparent" for k in headers or {}):
+        return headers
+    step = state.steps.get(step_name) if step_name else None
+    if step is not None:
+        parent = step_traceparent(state, step, FORWARD)
+    else:
+        parent = TraceContext(
+            state.trace_id, workflow_span_id(state.id), sampled=state.trace_sampled
+        ).traceparent
+    return {**(headers or {}), "traceparent": parent} if parent else headers
+
+
 async def prepare(
     bus: Preparer,
     state: WorkflowState,
@@ -98,7 +118,7 @@ async def prepare(
             "message_type": item.message_type,
             "message_payload": payload,
             "correlation_id": state.correlation_id,
-            "headers": item.headers,
+            "headers": _with_trace(state, step_name, item.headers),
             "delay_seconds": item.delay_seconds,
             "ttl_seconds": item.ttl_seconds,
         }

@@ -78,8 +78,8 @@ def workflow_span_id(workflow_id: UUID) -> str:
     return _derived_id("workflow", workflow_id)
 
 
-def step_span_id(workflow_id: UUID, step: StepState, direction: str) -> str:
-    return _derived_id("step", workflow_id, step.name, direction, step.generation)
+def step_span_id(workflow_id: UUID, step_name: str, direction: str, generation: int = 1) -> str:
+    return _derived_id("step", workflow_id, step_name, direction, generation)
 
 
 def step_traceparent(workflow: WorkflowState, step: StepState, direction: str) -> str | None:
@@ -88,7 +88,7 @@ def step_traceparent(workflow: WorkflowState, step: StepState, direction: str) -
         return None
     return TraceContext(
         workflow.trace_id,
-        step_span_id(workflow.id, step, direction),
+        step_span_id(workflow.id, step.name, direction, step.generation),
         sampled=workflow.trace_sampled,
     ).traceparent
 
@@ -161,7 +161,7 @@ class SagaSpans:
             tags["orch.step.endpoint"] = endpoint
         return Span(
             trace_id=state.trace_id or "",
-            span_id=step_span_id(state.id, step, FORWARD),
+            span_id=step_span_id(state.id, step.name, FORWARD, step.generation),
             parent_span_id=workflow_span_id(state.id),
             operation_name=f"step {step.name}",
             service_name=getattr(definition, "service_name", None) or state.initiating_service,
@@ -179,7 +179,7 @@ class SagaSpans:
         started = self._compensating_since.pop((state.id, step.name), event.occurred_at)
         return Span(
             trace_id=state.trace_id or "",
-            span_id=step_span_id(state.id, step, COMPENSATE),
+            span_id=step_span_id(state.id, step.name, COMPENSATE, step.generation),
             parent_span_id=workflow_span_id(state.id),
             operation_name=f"compensate {step.name}",
             service_name=getattr(action, "service_name", None) or state.initiating_service,
