@@ -82,3 +82,43 @@ async def test_compensation_spans_hang_under_the_root_with_their_calls(env: Env)
         [call] = [spans[c] for c in span["children"]]
         assert call["span_kind"] == "client"
         assert call["tags"]["orch.idempotency_key"].endswith(":compensate")
+
+
+async def sample_nothing(env: Env) -> None:
+    """An observability policy between the initiator and every participant: rate 0."""
+    await env.orch.mesh.create(
+        {
+            "policy_name": "no-tracing",
+            "policy_type": "observability",
+            "source_services": ["booking"],
+            "target_services": ["venue", "catering", "payment", "notification"],
+            "policy_config": {"tracing": {"sampling_rate": 0}},
+        },
+        actor="t",
+    )
+
+
+async def test_an_unsampled_workflow_records_nothing_but_its_errors(env: Env) -> None:
+    await sample_nothing(env)
+    fine = await env.start(correlation_id="unsampled-ok")
+    await env.until(fine, "completed")
+    env.services["payment"].always_fail["/charges"] = 409
+    failing = await env.start(correlation_id="unsampled-bad")
+    await env.until(failing, "compensated")
+    await env.orch.tracing.flush()
+    # The sampling decision is the root's, and every call carries it in its flags.
+    calls = env.services["venue"].calls
+    assert {c.traceparent[-2:] for c in calls if c.traceparent} == {"00"}
+    quiet = await env.orch.tracing.trace_of_workflow(fine)
+    assert (
+        await env.orch.db.fetchval(
+            "SELECT count(*) FROM distributed_traces WHERE trace_id = $1", quiet
+        )
+        == 0
+    )
+    # An error keeps its trace: the failed step and the spans after it are recorded.
+    kept = await env.orch.tracing.trace_of_workflow(failing)
+    spans = await trace_of(env, failing, spans=2)
+    assert any(s["operation_name"] == "step charge_deposit" for s in spans.values())
+    assert any(s["operation_name"] == "workflow booking" for s in spans.values())
+    assert kept != quiet

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 import time
 from types import TracebackType
@@ -88,6 +89,7 @@ class Orch:
         self.mesh = MeshPolicies(db, clock, listener)
         self.rate_limiter = RateLimiter(db, clock)
         self.events = ServiceEventRecorder(db)
+        self._trace_rng = random.Random()
         self.tracing = Tracing(
             db,
             clock,
@@ -103,7 +105,11 @@ class Orch:
         self.alerts = AlertStore(db, clock)
         self.workflow_definitions = DefinitionStore(db, clock)
         self.workflows = WorkflowStore(
-            db, clock, self.workflow_definitions, known_source=self.is_known_source
+            db,
+            clock,
+            self.workflow_definitions,
+            known_source=self.is_known_source,
+            sampler=self._sample_trace,
         )
         self.bus = MessageBus(db, clock, listener)
 
@@ -225,6 +231,16 @@ class Orch:
     @property
     def embedded(self) -> EmbeddedPostgres | None:
         return self._embedded
+
+    async def _sample_trace(self, source: str, target: str | None) -> bool:
+        """A new workflow's trace is recorded at the rate of the observability policy
+        between its initiator and its first call's service (all of them without one)."""
+        if target is None:
+            return True
+        policy = await self.mesh.effective(source, target)
+        if policy.tracing is None:
+            return True
+        return self._trace_rng.random() < policy.tracing.sampling_rate
 
     async def is_known_source(self, name: str) -> bool:
         """Whether calls may come from ``name``: one of orch's own, or a registered service."""

@@ -51,6 +51,9 @@ class InlineDriver(Protocol):
 #: initiator is the source of every call the workflow makes, so it must be a name the
 #: call path accepts (and one that cannot grow its state without bound).
 KnownSource = Callable[[str], Awaitable[bool]]
+#: Whether a new trace is recorded (sampled), decided at its root: given the initiator
+#: and the service its first call goes to (the mesh's observability policy between them).
+RootSampler = Callable[[str, str | None], Awaitable[bool]]
 
 
 class WorkflowStarter:
@@ -60,13 +63,20 @@ class WorkflowStarter:
         clock: Clock,
         definitions: DefinitionStore,
         known_source: KnownSource | None = None,
+        sampler: RootSampler | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
         self._definitions = definitions
         self._known_source = known_source
+        self._sampler = sampler
         self.runner: InlineDriver | None = None
         self._estimates: dict[str, tuple[float, float]] = {}
+
+    async def _sample(self, req: StartWorkflowRequest, definition: WorkflowDefinition) -> bool:
+        if self._sampler is None:
+            return True
+        return await self._sampler(req.initiating_service, _first_service(definition))
 
     async def start(
         self,
@@ -104,7 +114,7 @@ class WorkflowStarter:
             lease_until=now + timedelta(seconds=runner.lease_seconds) if runner else None,
             trace_id=parent.trace_id if parent else TraceContext.new().trace_id,
             trace_parent_span_id=parent.span_id if parent else None,
-            trace_sampled=parent.sampled if parent else True,
+            trace_sampled=parent.sampled if parent else await self._sample(req, definition),
         )
         events = [_started_event(state, req, actor)]
         started = _start_first_call(state, runner) if runner is not None else None
@@ -176,6 +186,14 @@ def _started_event(state: WorkflowState, req: StartWorkflowRequest, actor: str) 
         actor,
         state.started_at,
     )
+
+
+def _first_service(definition: WorkflowDefinition) -> str | None:
+    for step in definition.steps:
+        service = getattr(step, "service_name", None)
+        if service:
+            return str(service)
+    return None
 
 
 def _workflow_row(state: WorkflowState, *, definition_id: UUID) -> dict[str, Any]:

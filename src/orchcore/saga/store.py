@@ -12,7 +12,7 @@ from orchcore.db import Database
 from orchcore.saga.actions import BatchAction, OperatorActions
 from orchcore.saga.definitions import DefinitionStore
 from orchcore.saga.reads import ALL_STATUSES, WorkflowReader
-from orchcore.saga.starting import InlineDriver, KnownSource, WorkflowStarter
+from orchcore.saga.starting import InlineDriver, KnownSource, RootSampler, WorkflowStarter
 
 __all__ = ["ALL_STATUSES", "BatchAction", "WorkflowStore"]
 
@@ -25,9 +25,10 @@ class WorkflowStore:
         definitions: DefinitionStore,
         *,
         known_source: KnownSource | None = None,
+        sampler: RootSampler | None = None,
     ) -> None:
         self.definitions = definitions
-        self._starter = WorkflowStarter(db, clock, definitions, known_source)
+        self._starter = WorkflowStarter(db, clock, definitions, known_source, sampler)
         self._reader = WorkflowReader(db, clock)
         self.actions = OperatorActions(db, clock, self._reader)
         # starting
