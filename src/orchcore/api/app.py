@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from orchcore import __version__
-from orchcore.api import breakers, bus, calls, mesh, services, traces, workflows
+from orchcore.api import breakers, bus, calls, mesh, servicemap, services, traces, workflows
 from orchcore.api.errors import install_error_handlers
 from orchcore.facade import Orch
 
@@ -29,6 +29,7 @@ def create_app(orch: Orch, *, daemon_name: str | None = None) -> FastAPI:
     app.include_router(bus.router)
     app.include_router(traces.router)
     app.include_router(traces.otlp_router)
+    app.include_router(servicemap.router)
 
     @app.get("/healthz", tags=["probes"])
     async def healthz() -> dict[str, Any]:
