@@ -22,6 +22,7 @@ from orchcore.cli.mesh import mesh_group
 from orchcore.cli.output import age, emit, table
 from orchcore.cli.services import service_group
 from orchcore.cli.tokens import token_group
+from orchcore.cli.traces import service_map, trace_group
 from orchcore.cli.workflows import alert_group, workflow_group
 from orchcore.daemon.eventloop import run_event_loop
 from orchcore.db.embedded import EmbeddedUnavailable
@@ -55,6 +56,8 @@ cli.add_command(alert_group)
 cli.add_command(queue_group)
 cli.add_command(message_group)
 cli.add_command(dlq_group)
+cli.add_command(trace_group)
+cli.add_command(service_map)
 
 
 @cli.command("status")
