@@ -134,9 +134,7 @@ async def test_unsampled_spans_are_not_forwarded_but_errors_are(dsn: str) -> Non
 async def test_spans_past_the_retention_are_removed(orch: Orch) -> None:
     now = orch.clock.now()
     old = now - timedelta(hours=5)
-    orch.tracing.recorder.ingest(
-        [span(1, started=old), span(2, started=old), span(3, started=now)]
-    )
+    orch.tracing.recorder.ingest([span(1, started=old), span(2, started=old), span(3, started=now)])
     await orch.tracing.flush()
     assert await orch.tracing.trim(older_than=timedelta(hours=1), batch=1) == 1  # in batches
     assert await orch.tracing.trim(older_than=timedelta(hours=1)) == 1
@@ -200,3 +198,20 @@ async def test_the_daemon_takes_otlp_on_its_own_listener(dsn: str, orch: Orch) -
         await eventually(stored, timeout=10, message="the span written by the daemon")
     finally:
         await daemon.ensure_stopped()
+
+
+async def test_search_by_a_tag_matches_numbers_and_strings_by_their_text(orch: Orch) -> None:
+    now = orch.clock.now()
+    first = span(1, started=now)
+    first.tags = {"http.response.status_code": 500, "ok": False, "peer.service": "venue"}
+    orch.tracing.recorder.ingest([first])
+    await orch.tracing.flush()
+
+    async def found(tags: dict[str, str]) -> list[str]:
+        answer = await orch.tracing.search({"tags": tags, "start_time": now - timedelta(hours=1)})
+        return [t.trace_id for t in answer.traces]
+
+    assert await found({"http.response.status_code": "500"}) == [TRACE]
+    assert await found({"ok": "false", "peer.service": "venue"}) == [TRACE]
+    assert await found({"http.response.status_code": "200"}) == []
+    assert await found({"missing": "x"}) == []

@@ -51,14 +51,17 @@ ORDER BY start_time, span_id
 LIMIT $2
 
 -- name: search_spans
--- Traces whose spans match: $1 service, $2 operation (substring), $3 tags (containment),
+-- Traces whose spans match: $1 service, $2 operation (substring), $3 tags (each equal),
 -- $4/$5 duration range (µs), $6/$7 time range, $8 errors only; $9 limit, $10 offset.
 -- Answers one row a trace: its matching spans' count and the trace's latest match.
 SELECT trace_id, count(*) AS matching_spans, max(start_time) AS latest
 FROM distributed_traces
 WHERE ($1::text IS NULL OR service_name = $1)
   AND ($2::text IS NULL OR operation_name ILIKE '%' || $2 || '%')
-  AND ($3::jsonb IS NULL OR tags @> $3::jsonb)
+  -- a tag matches by its text, so 500 finds the number 500 as well as the string
+  AND ($3::jsonb IS NULL OR NOT EXISTS (
+        SELECT 1 FROM jsonb_each_text($3::jsonb) AS f(key, value)
+        WHERE tags ->> f.key IS DISTINCT FROM f.value))
   AND ($4::bigint IS NULL OR duration_microseconds >= $4)
   AND ($5::bigint IS NULL OR duration_microseconds <= $5)
   AND start_time >= $6 AND start_time < $7
