@@ -341,6 +341,15 @@ async def test_a_step_whose_commit_fails_publishes_nothing(env: Env) -> None:
         workflow_id,
     )
     assert step == "running"  # not recorded as done: its success was never committed
+    # The trace says why the step took so long: this daemon lost its lease.
+    await env.orch.tracing.flush()
+    lost = await env.orch.db.fetchrow(
+        "SELECT parent_span_id, logs FROM distributed_traces"
+        " WHERE operation_name = 'lease lost' AND tags->>'orch.workflow.id' = $1",
+        workflow_id,
+    )
+    assert lost is not None and lost["parent_span_id"] == workflow_span_id(UUID(workflow_id))
+    assert [e["name"] for e in _json(lost["logs"])] == ["lease lost"]
     # The other daemon died too: its lease runs out and this runner carries on.
     await env.orch.db.execute(
         "UPDATE distributed_workflows SET lease_owner = NULL, lease_until = NULL WHERE id = $1",

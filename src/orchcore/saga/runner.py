@@ -32,7 +32,7 @@ from orchcore.saga.persistence import loaded
 from orchcore.saga.state import Command, StepState, WorkflowState
 from orchcore.storable import storable_text
 from orchcore.supervision import TaskSupervisor
-from orchcore.tracing.sagaspans import SagaSpans
+from orchcore.tracing.sagaspans import SagaSpans, lease_lost_span
 from orchcore.tracing.spans import Span
 from orchcore.tracing.tracing import Tracing
 
@@ -317,6 +317,8 @@ class SagaRunner:
             await drive.run()
         except LeaseLost:
             log.warning("lost the lease of workflow %s; another daemon drives it", state.id)
+            if state.trace_id:
+                self.record_spans(state, [lease_lost_span(state, self._clock.now(), self.owner)])
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -261,3 +261,19 @@ def _attributes(details: dict[str, Any], prefix: str = "") -> dict[str, Any]:
             continue
         out[prefix + key] = value if isinstance(value, str | int | float | bool) else str(value)
     return out
+
+
+def lease_lost_span(state: WorkflowState, at: datetime, owner: str) -> Span:
+    """A daemon found its lease of the workflow gone (another daemon drives it now): a
+    zero-length span under the root, with the event, so a gap in the trace is explained."""
+    return Span(
+        trace_id=state.trace_id or "",
+        span_id=_derived_id("lease-lost", state.id, owner, at),
+        parent_span_id=workflow_span_id(state.id),
+        operation_name="lease lost",
+        service_name="orch",
+        start_time=at,
+        end_time=at,
+        tags={"orch.workflow.id": str(state.id), "orch.daemon": owner},
+        events=[SpanEvent("lease lost", at, {"orch.daemon": owner})],
+    )
