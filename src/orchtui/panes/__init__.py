@@ -15,6 +15,7 @@ from orchtui.panes.mesh import MeshPane
 from orchtui.panes.overview import OverviewPane
 from orchtui.panes.queues import QueuesPane
 from orchtui.panes.services import ServicesPane
+from orchtui.panes.traces import TracesPane
 from orchtui.panes.workflows import WorkflowsPane
 
 PANES: tuple[type[Pane[Any]], ...] = (
@@ -24,6 +25,7 @@ PANES: tuple[type[Pane[Any]], ...] = (
     BreakersPane,
     MeshPane,
     QueuesPane,
+    TracesPane,
 )
 
 

@@ -14,7 +14,8 @@ Fetch: :meth:`WorkflowStore.status` (the seed's GetWorkflowStatusResponse). Rend
 
 The Workflows pane's keys act on this workflow here too, with ``F`` (retry from the
 highlighted step), ``s`` on the highlighted step, and for a compensation that kept
-failing ``C`` (retry it) and ``m`` (mark it done by hand). Opened from Workflows.
+failing ``C`` (retry it) and ``m`` (mark it done by hand); ``t`` opens the workflow's
+trace as a waterfall. Opened from Workflows.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from orchcore.saga.views import (
 from orchtui.actions import ConsoleAction, Mutation, Unavailable
 from orchtui.formatting import age, clock_time, countdown, plural, took
 from orchtui.pane import Pane
+from orchtui.panes.trace_waterfall import TraceWaterfallPane
 from orchtui.panes.workflow_axis import StepSpans, axis_end, bar_text, step_spans
 from orchtui.panes.workflow_events import timeline_row
 from orchtui.panes.workflow_view import (
@@ -397,6 +399,7 @@ DETAIL_ACTIONS: tuple[ConsoleAction, ...] = (
         "In/out",
         "Show the highlighted step's input and output as JSON (again: the timeline)",
     ),
+    ConsoleAction("t", "open_trace", "Trace", "The workflow's trace: its spans as a waterfall"),
     *WORKFLOW_ACTIONS,
     ConsoleAction(
         "s",
@@ -574,6 +577,10 @@ class WorkflowDetailPane(Pane[WorkflowDetailSnapshot]):
     def action_toggle_io(self) -> None:
         self.showing_io = not self.showing_io
         self.set_class(self.showing_io, "-showing-io")
+
+    def action_open_trace(self) -> None:
+        pane = TraceWaterfallPane.of_workflow(str(self.workflow_id), origin=self.breadcrumb)
+        self.console.open_detail(pane)
 
     # -- the operator's actions ------------------------------------------------------------
 
