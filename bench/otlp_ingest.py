@@ -202,16 +202,16 @@ async def time_waterfall(orch: Orch, url: str, headers: dict[str, str]) -> tuple
 
 
 def _waterfall_layout() -> Callable[[Any, int], Any] | None:
-    """The console's pure layout function, if the console has one (width -> rows)."""
+    """The console's waterfall layout (orchtui.panes.trace_waterfall.waterfall_layout:
+    the rows, bars and markers the screen draws), None without the console."""
     try:
         from orchtui.panes import trace_waterfall
     except ImportError:
         return None
-    for name in ("layout_rows", "layout", "waterfall_rows", "build_rows"):
-        function = getattr(trace_waterfall, name, None)
-        if callable(function):
-            return lambda detail, width: function(detail, width, frozenset())
-    return None
+    function = getattr(trace_waterfall, "waterfall_layout", None)
+    if not callable(function):
+        return None
+    return lambda detail, width: function(detail, width=width, folded=frozenset())
 
 
 async def main(args: argparse.Namespace) -> None:

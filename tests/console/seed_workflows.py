@@ -225,6 +225,7 @@ class ScriptedParticipants:
     def __init__(self, orch: Orch, clock: ManualClock) -> None:
         self.db = orch.db
         self.clock = clock
+        self.tracing = orch.tracing  # the runner records the story's spans there
         self.stories: dict[str, Story] = {}
         self._attempts: dict[tuple[str, str, str], int] = {}
         self._due: list[datetime] = []
