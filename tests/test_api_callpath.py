@@ -182,3 +182,27 @@ async def test_a_call_through_the_api_keeps_refusal_statuses(
     assert "rate limit booking → venue (1/s) exceeded" in answers[2].json()["detail"]
     missing = await api.post("/api/orchestration/services/ghost/call", json=body, headers=auth)
     assert missing.status_code == 404
+
+
+async def test_a_call_through_the_api_continues_the_requests_trace(
+    orch: Orch, api: httpx.AsyncClient, http_server: SwitchableServer
+) -> None:
+    await healthy_service(orch, "venue", [http_server])
+    incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    answer = await api.post(
+        "/api/orchestration/services/venue/call",
+        json={"endpoint": "/reservations", "method": "GET"},
+        headers={**await headers(orch), "traceparent": incoming, "tracestate": "vendor=1"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    [seen] = http_server.requests
+    sent = seen.headers["traceparent"]
+    assert sent.startswith("00-0af7651916cd43dd8448eb211c80319c-") and sent.endswith("-01")
+    assert sent.split("-")[2] != "b7ad6b7169203331"  # the call's own span, a child
+    assert seen.headers["tracestate"] == "vendor=1"
+    await orch.tracing.flush()
+    parent = await orch.db.fetchval(
+        "SELECT parent_span_id FROM distributed_traces WHERE span_id = $1", sent.split("-")[2]
+    )
+    assert parent == "b7ad6b7169203331"

@@ -10,9 +10,9 @@ operator token may name one (audited with the token's actor), else calls as orch
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header
 from pydantic import BaseModel, Field
 
 from orchcore.api.auth import Caller, Engine, allowed
@@ -39,7 +39,12 @@ class CallRequest(BaseModel):
 
 @router.post("/services/{service}/call", dependencies=[allowed(Action.CALL)])
 async def call_service(
-    service: str, request: CallRequest, orch: Engine, caller: Caller
+    service: str,
+    request: CallRequest,
+    orch: Engine,
+    caller: Caller,
+    traceparent: Annotated[str | None, Header()] = None,
+    tracestate: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
     source = caller.acting_as(request.source, default=API_SOURCE)
     correlation_id = request.correlation_id or str(uuid.uuid4())
@@ -64,5 +69,8 @@ async def call_service(
         idempotency_key=request.idempotency_key,
         correlation_id=correlation_id,
         timeout=request.timeout_seconds,
+        # a request that arrives in a trace makes its call in it (W3C trace context)
+        traceparent=traceparent,
+        tracestate=tracestate,
     )
     return result.as_dict()
