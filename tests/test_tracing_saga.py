@@ -60,6 +60,10 @@ async def test_a_completed_saga_is_one_trace_rooted_at_the_workflow(env: Env) ->
     assert [r.span_id for r in received if r] == [a["span_id"] for a in attempts]
     trace_id = await env.orch.tracing.trace_of_workflow(workflow_id)
     assert {r.trace_id for r in received if r} == {trace_id}
+    # The workflow names its trace, and the trace its workflow.
+    assert (await env.orch.workflows.status(workflow_id)).workflow.trace_id == trace_id
+    detail = await env.orch.tracing.trace(trace_id)
+    assert str(detail.trace.workflow_id) == workflow_id
 
 
 async def test_compensation_spans_hang_under_the_root_with_their_calls(env: Env) -> None:

@@ -224,6 +224,7 @@ def workflow_detail(
         lease_until=row["lease_until"],
         compensation_request=row["compensation_request"],
         error_details=ErrorDetails.model_validate(error) if error else None,
+        trace_id=row.get("trace_id"),
         drive_crashes=row["drive_crashes"],
         pending_actions=[
             PendingAction(

@@ -83,6 +83,8 @@ class WorkflowDetail(BaseModel):
     lease_until: datetime | None
     compensation_request: dict[str, Any] | None
     error_details: ErrorDetails | None = None
+    #: the workflow's trace (GET traces/{trace_id}; `orch trace show`)
+    trace_id: str | None = None
     #: drives of this workflow that ended in an unexpected error, in a row
     drive_crashes: int = 0
     pending_actions: list[PendingAction] = Field(default_factory=list)
