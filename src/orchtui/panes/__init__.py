@@ -14,6 +14,7 @@ from orchtui.panes.breakers import BreakersPane
 from orchtui.panes.mesh import MeshPane
 from orchtui.panes.overview import OverviewPane
 from orchtui.panes.queues import QueuesPane
+from orchtui.panes.service_map import ServiceMapPane
 from orchtui.panes.services import ServicesPane
 from orchtui.panes.traces import TracesPane
 from orchtui.panes.workflows import WorkflowsPane
@@ -26,6 +27,7 @@ PANES: tuple[type[Pane[Any]], ...] = (
     MeshPane,
     QueuesPane,
     TracesPane,
+    ServiceMapPane,
 )
 
 
