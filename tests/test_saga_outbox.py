@@ -21,7 +21,7 @@ from orchcore.saga.models import PublishMessage, WorkflowDefinition
 from orchcore.saga.persistence import write_changes
 from orchcore.saga.state import OutboxMessage, WorkflowState
 from orchcore.saga.status import StepStatus, WorkflowEvent, WorkflowStatus
-from orchcore.tracing.sagaspans import FORWARD, step_span_id, workflow_span_id
+from orchcore.tracing.sagaspans import FORWARD, publish_span_id, step_span_id, workflow_span_id
 from tests.support.polling import eventually
 from tests.support.sagas import INITIATOR, Env, call_step
 
@@ -274,12 +274,28 @@ async def test_steps_publish_with_their_commit_and_the_workflow_with_its_end(env
     # Each carries the trace of what published it: its step's span, or the workflow's.
     trace_id = await env.orch.tracing.trace_of_workflow(workflow_id)
     wf = UUID(workflow_id)
-    expected = [
-        f"00-{trace_id}-{step_span_id(wf, 'reserve_venue', FORWARD)}-01",
-        f"00-{trace_id}-{step_span_id(wf, 'announce', FORWARD)}-01",
-        f"00-{trace_id}-{workflow_span_id(wf)}-01",
+    publishes = [
+        publish_span_id(wf, "reserve_venue", 1, 0),
+        publish_span_id(wf, "announce", 1, 0),
+        publish_span_id(wf, None, 0, 0),
     ]
-    assert [m.headers.get("traceparent") for m in got.messages] == expected
+    assert [m.headers.get("traceparent") for m in got.messages] == [
+        f"00-{trace_id}-{span}-01" for span in publishes
+    ]
+    # ... the producer spans of the publishes, under their step (the end's under the root).
+    await env.orch.tracing.flush()
+    rows = await env.orch.db.fetch(
+        "SELECT span_id, parent_span_id, span_kind, tags FROM distributed_traces"
+        " WHERE trace_id = $1 AND span_kind = 'producer'",
+        trace_id,
+    )
+    parents = {r["span_id"]: r["parent_span_id"] for r in rows}
+    assert parents == {
+        publishes[0]: step_span_id(wf, "reserve_venue", FORWARD),
+        publishes[1]: step_span_id(wf, "announce", FORWARD),
+        publishes[2]: workflow_span_id(wf),
+    }
+    assert {r["tags"]["messaging.destination.name"] for r in rows} == {QUEUE}
 
 
 async def test_a_failed_step_publishes_nothing_and_the_compensated_end_does(env: Env) -> None:

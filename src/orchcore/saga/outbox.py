@@ -31,7 +31,7 @@ from orchcore.saga.models import PublishMessage
 from orchcore.saga.paths import PathError, apply_output, build_request
 from orchcore.saga.state import OutboxMessage, StepState, WorkflowState
 from orchcore.storable import storable_text
-from orchcore.tracing.sagaspans import FORWARD, step_traceparent, workflow_span_id
+from orchcore.tracing.sagaspans import publish_span_id
 
 
 class Preparer(Protocol):
@@ -81,21 +81,19 @@ def payloads(publish: Sequence[PublishMessage], scope: Any) -> list[dict[str, An
 
 
 def _with_trace(
-    state: WorkflowState, step_name: str | None, headers: dict[str, str] | None
+    state: WorkflowState, step_name: str | None, headers: dict[str, str] | None, index: int
 ) -> dict[str, str] | None:
-    """The message's headers with the publishing step's traceparent (the workflow's for
-    the end's messages), so its delivery joins the workflow's trace; a traceparent the
-    definition sets itself is kept."""
+    """The message's headers with the traceparent of its publish span (a child of the
+    publishing step, or of the workflow for the end's messages), so its delivery joins
+    the workflow's trace; a traceparent the definition sets itself is kept."""
     if not state.trace_id or any(k.lower() == "traceparent" for k in headers or {}):
         return headers
     step = state.steps.get(step_name) if step_name else None
-    if step is not None:
-        parent = step_traceparent(state, step, FORWARD)
-    else:
-        parent = TraceContext(
-            state.trace_id, workflow_span_id(state.id), sampled=state.trace_sampled
-        ).traceparent
-    return {**(headers or {}), "traceparent": parent} if parent else headers
+    span_id = publish_span_id(
+        state.id, step.name if step else None, step.generation if step else 0, index
+    )
+    parent = TraceContext(state.trace_id, span_id, sampled=state.trace_sampled).traceparent
+    return {**(headers or {}), "traceparent": parent}
 
 
 async def prepare(
@@ -118,7 +116,7 @@ async def prepare(
             "message_type": item.message_type,
             "message_payload": payload,
             "correlation_id": state.correlation_id,
-            "headers": _with_trace(state, step_name, item.headers),
+            "headers": _with_trace(state, step_name, item.headers, index),
             "delay_seconds": item.delay_seconds,
             "ttl_seconds": item.ttl_seconds,
         }

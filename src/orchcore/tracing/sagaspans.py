@@ -82,6 +82,11 @@ def step_span_id(workflow_id: UUID, step_name: str, direction: str, generation: 
     return _derived_id("step", workflow_id, step_name, direction, generation)
 
 
+def publish_span_id(workflow_id: UUID, step_name: str | None, generation: int, index: int) -> str:
+    """The span of the index-th message a step (None: the workflow's end) publishes."""
+    return _derived_id("publish", workflow_id, step_name or "", generation, index)
+
+
 def step_traceparent(workflow: WorkflowState, step: StepState, direction: str) -> str | None:
     """The traceparent a step's call carries: the step's span as the parent."""
     if not workflow.trace_id:
@@ -136,6 +141,8 @@ class SagaSpans:
             spans.append(self._step_span(state, step, event))
         if kind in _COMPENSATION_ENDS and step is not None:
             spans.append(self._compensation_span(state, step, event))
+        if kind is WorkflowEvent.MESSAGES_PUBLISHED:
+            spans.extend(_publish_spans(state, step, event))
         if kind in _OPERATOR:
             spans.append(_operator_span(state, event))
         if kind in _WORKFLOW_ENDS:
@@ -209,6 +216,44 @@ def _forward_ended(step: StepState, kind: WorkflowEvent) -> bool:
     if kind is WorkflowEvent.ATTEMPT_SUCCEEDED:
         return step.status is StepStatus.COMPLETED
     return True
+
+
+def _publish_spans(state: WorkflowState, step: StepState | None, event: Event) -> list[Span]:
+    """One producer span a message the commit published, under its step (or the root);
+    the message carries it as its traceparent, so its delivery hangs below it."""
+    parent = (
+        step_span_id(state.id, step.name, FORWARD, step.generation)
+        if step is not None
+        else workflow_span_id(state.id)
+    )
+    messages = event.details.get("messages") or []
+    spans = []
+    for index, message in enumerate(messages if isinstance(messages, list) else []):
+        queue = str(message.get("queue", "")) if isinstance(message, dict) else ""
+        spans.append(
+            Span(
+                trace_id=state.trace_id or "",
+                span_id=publish_span_id(
+                    state.id, step.name if step else None, step.generation if step else 0, index
+                ),
+                parent_span_id=parent,
+                operation_name=f"publish {queue}",
+                service_name=state.initiating_service,
+                start_time=event.occurred_at,
+                end_time=event.occurred_at,
+                span_kind="producer",
+                tags={
+                    "messaging.system": "pgmq",
+                    "messaging.operation.type": "send",
+                    "messaging.destination.name": queue,
+                    "orch.message.type": str(message.get("type", ""))
+                    if isinstance(message, dict)
+                    else "",
+                    "orch.workflow.id": str(state.id),
+                },
+            )
+        )
+    return spans
 
 
 def _workflow_span(state: WorkflowState, event: Event, status: str) -> Span:
