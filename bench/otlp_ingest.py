@@ -163,7 +163,7 @@ async def one_run(args: argparse.Namespace) -> dict[str, float]:
             stored = await spans_stored(orch, total)
             written = time.perf_counter() - started
             cpu = cpu_seconds(process.pid) - cpu_before
-            waterfall_ms, read_ms = await time_waterfall(orch, url, headers)
+            waterfall_ms, read_ms, drawn_ms = await time_waterfall(orch, url, headers)
             return {
                 "spans_per_second": total / written,
                 "posted_per_second": total / posted,
@@ -171,6 +171,7 @@ async def one_run(args: argparse.Namespace) -> dict[str, float]:
                 "stored": float(stored),
                 "trace_read_ms": read_ms,
                 "waterfall_ms": waterfall_ms,
+                "drawn_ms": drawn_ms,
             }
         finally:
             process.terminate()
@@ -178,8 +179,10 @@ async def one_run(args: argparse.Namespace) -> dict[str, float]:
             await orch.close()
 
 
-async def time_waterfall(orch: Orch, url: str, headers: dict[str, str]) -> tuple[float, float]:
-    """(open-to-drawn ms, read ms) of a 1,000-span trace: the median of 5 openings."""
+async def time_waterfall(
+    orch: Orch, url: str, headers: dict[str, str]
+) -> tuple[float, float, float]:
+    """(read + layout ms, read ms, open-to-painted ms) of a 1,000-span trace: medians."""
     spans = trace_spans(1000, datetime.now(UTC))
     async with httpx.AsyncClient() as client:
         answer = await client.post(
@@ -188,6 +191,7 @@ async def time_waterfall(orch: Orch, url: str, headers: dict[str, str]) -> tuple
         answer.raise_for_status()
     trace_id = spans[0].trace_id
     await spans_stored(orch, 1000, trace_id)
+    drawn = await time_drawn(orch, trace_id)
     layout = _waterfall_layout()
     reads, totals = [], []
     for _ in range(5):
@@ -198,7 +202,34 @@ async def time_waterfall(orch: Orch, url: str, headers: dict[str, str]) -> tuple
             layout(detail, 120)
         totals.append((time.perf_counter() - began) * 1000)
         reads.append((read - began) * 1000)
-    return statistics.median(totals), statistics.median(reads)
+    return statistics.median(totals), statistics.median(reads), drawn
+
+
+async def time_drawn(orch: Orch, trace_id: str, openings: int = 5) -> float:
+    """ms from opening the console's waterfall pane (headless, 120x40) to the first
+    paint that shows its rows: the median of ``openings``; NaN without the console."""
+    try:
+        from orchtui.app import OrchConsole
+        from orchtui.panes.trace_waterfall import TraceWaterfallPane
+    except ImportError:
+        return float("nan")
+    app = OrchConsole(orch, first_pane="traces")
+    times = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        for _ in range(openings):
+            pane = TraceWaterfallPane(trace_id, origin="bench")
+            began = time.perf_counter()
+            app.open_detail(pane)
+            for _ in range(10_000):  # until the pane has drawn its rows
+                await pilot.pause()
+                table = pane.filter_table if pane.is_mounted else None
+                if table is not None and table.row_count > 0:
+                    break
+            await pilot.pause()  # the paint of what was drawn
+            times.append((time.perf_counter() - began) * 1000)
+            app.pop_screen()
+            await pilot.pause()
+    return statistics.median(times)
 
 
 def _waterfall_layout() -> Callable[[Any, int], Any] | None:
@@ -226,7 +257,7 @@ async def main(args: argparse.Namespace) -> None:
         results.append(result)
         print(f"run {run}: " + ", ".join(f"{k} {v:,.1f}" for k, v in result.items()), flush=True)
     median = {k: statistics.median(r[k] for r in results) for k in results[0]}
-    rate, wf = median["spans_per_second"], median["waterfall_ms"]
+    rate, wf = median["spans_per_second"], median["drawn_ms"]
     print(
         f"median: {rate:,.0f} spans/s written ({median['posted_per_second']:,.0f}/s answered), "
         f"{median['daemon_cpu_us_per_span']:.1f} µs of daemon CPU a span: "
@@ -235,7 +266,8 @@ async def main(args: argparse.Namespace) -> None:
     )
     print(
         f"1,000-span trace: read {median['trace_read_ms']:.1f} ms, read + waterfall layout "
-        f"{wf:.1f} ms: {'meets' if wf < TARGET_WATERFALL_MS else 'MISSES'} the target of "
+        f"{median['waterfall_ms']:.1f} ms, opened to drawn in the console {wf:.1f} ms: "
+        f"{'meets' if wf < TARGET_WATERFALL_MS else 'MISSES'} the target of "
         f"under {TARGET_WATERFALL_MS:.0f} ms"
     )
 
