@@ -267,12 +267,12 @@ class ServiceCaller:
         except BreakerOpenError as exc:
             self._record_refusal(call, str(exc), span)
             now = self._clock.now()
-            facts = self._facts(call, span, number, now, now, request)
-            facts.breaker_state = exc.state
-            facts.error = str(exc)
-            facts.error_kind = "breaker_open"
-            facts.events.append(SpanEvent("breaker rejected", now, {"state": exc.state}))
-            self._record_span(facts, span)
+            refused = self._facts(
+                call, span, number, request, now, now,
+                breaker_state=exc.state, error=str(exc), error_kind="breaker_open",
+                events=[SpanEvent("breaker rejected", now, {"state": exc.state})],
+            )  # fmt: skip
+            self._record_span(refused, span)
             raise
         healthy = await self._discovery.healthy(call.target)
         instance = self._choose(policy, call.target, healthy)
@@ -281,16 +281,11 @@ class ServiceCaller:
         outcome = await self._send(instance, span, call.method, request, number)
         duration_ms = (time.perf_counter() - started) * 1000
         facts = self._facts(
-            call, span, number, began, began + timedelta(milliseconds=duration_ms), request
-        )
-        facts.status_code, facts.error = outcome.status_code, outcome.error
-        facts.error_kind = outcome.error_kind
-        facts.host, facts.port, facts.instance_id = (
-            instance.host,
-            instance.port,
-            instance.instance_id,
-        )
-        facts.breaker_state = permit.breaker.state
+            call, span, number, request, began, began + timedelta(milliseconds=duration_ms),
+            status_code=outcome.status_code, error=outcome.error, error_kind=outcome.error_kind,
+            host=instance.host, port=instance.port, instance_id=instance.instance_id,
+            breaker_state=permit.breaker.state,
+        )  # fmt: skip
         success = not breakers.is_failure(permit, outcome.status_code)
         if not breakers.record_cached(permit, success):
             await breakers.record(
@@ -333,10 +328,12 @@ class ServiceCaller:
         call: _Call,
         span: TraceContext,
         number: int,
+        request: _Request,
         began: datetime,
         ended: datetime,
-        request: _Request,
+        **outcome: Any,
     ) -> AttemptFacts:
+        """What the attempt's span says: the call's own facts, and ``outcome``'s."""
         return AttemptFacts(
             trace_id=span.trace_id,
             span_id=span.span_id,
@@ -350,6 +347,7 @@ class ServiceCaller:
             ended=ended,
             idempotency_key=request.headers.get("Idempotency-Key"),
             correlation_id=call.correlation_id,
+            **outcome,
         )
 
     def _choose(
