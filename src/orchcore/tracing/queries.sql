@@ -4,12 +4,14 @@
 -- The traces with a span that started in [$1, $2), newest first, summarised: the root
 -- (a span whose parent is not in the trace; the earliest such), duration from the first
 -- start to the last end, counts. Filters: $3 a service taking part, $4 errors only,
--- $5 minimum duration in microseconds; $6 limit, $7 offset.
+-- $5 minimum duration in microseconds; $6 limit, $7 offset; $8 only these traces (a
+-- search's findings) or NULL.
 WITH candidates AS (
     SELECT trace_id, max(start_time) AS latest
     FROM distributed_traces
     WHERE start_time >= $1 AND start_time < $2
       AND ($3::text IS NULL OR service_name = $3)
+      AND ($8::text[] IS NULL OR trace_id = ANY($8::text[]))
     GROUP BY trace_id
     ORDER BY latest DESC
     LIMIT 5000

@@ -110,6 +110,7 @@ class Tracing:
             int(min_duration_ms * 1000) if min_duration_ms is not None else None,
             limit,
             offset,
+            None,
         )
         traces = [_summary(row) for row in rows]
         return GetTracesResponse(traces=traces, trace_stats=_stats(traces))
@@ -163,36 +164,17 @@ class Tracing:
             req.limit,
             req.offset,
         )
-        traces = []
-        for row in rows:
-            summary = await self._summary_of(row["trace_id"])
-            if summary is not None:
-                traces.append(summary)
-        return GetTracesResponse(traces=traces, trace_stats=_stats(traces))
-
-    async def _summary_of(self, trace_id: str) -> TraceSummary | None:
-        rows = await self._db.fetch(Q.trace_spans, trace_id, MAX_SPANS)
-        if not rows:
-            return None
-        nodes = [_node(row) for row in rows]
-        roots = build_tree(nodes)
-        root = roots[0]
-        start = min(n.start_time for n in nodes)
-        end = max(n.end_time for n in nodes)
-        errors = sum(n.is_error for n in nodes)
-        return TraceSummary(
-            trace_id=trace_id,
-            root_service=root.service_name,
-            operation_name=root.operation_name,
-            start_time=start,
-            duration_ms=round((end - start).total_seconds() * 1000, 3),
-            span_count=len(nodes),
-            service_count=len({n.service_name for n in nodes}),
-            error_count=errors,
-            status="error" if errors else "ok",
-            tags=_string_tags(root.tags),
-            services=sorted({n.service_name for n in nodes}),
+        found = [row["trace_id"] for row in rows]
+        if not found:
+            return GetTracesResponse(traces=[], trace_stats=_stats([]))
+        # The findings summarised as the list of recent traces summarises them, in one
+        # statement; in the order the search ranked them (latest match first).
+        summaries = await self._db.fetch(
+            Q.recent_traces, start, end, None, False, None, len(found), 0, found
         )
+        by_id = {row["trace_id"]: _summary(row) for row in summaries}
+        traces = [by_id[trace_id] for trace_id in found if trace_id in by_id]
+        return GetTracesResponse(traces=traces, trace_stats=_stats(traces))
 
     async def trace_of_workflow(self, workflow: str) -> str:
         """The trace id of a workflow, named by its id or its correlation id."""
