@@ -37,6 +37,7 @@ from orchcore.callpath.tracecontext import TraceContext
 from orchcore.tracing.sagaspans import workflow_span_id
 from orchcore.tracing.tracing import MAX_EXPORT_BYTES
 from tests.support.api import serve_api
+from tests.support.otlp import SPECIFICATION_EXAMPLE
 from tests.support.polling import eventually
 from tests.support.sagas import INITIATOR, Env
 
@@ -45,58 +46,7 @@ OTLP = "/v1/traces"
 JSON_TYPE = {"Content-Type": "application/json"}
 PROTOBUF_TYPE = {"Content-Type": "application/x-protobuf"}
 
-# opentelemetry-proto's examples/trace.json, as the specification repository has it.
-SPECIFICATION_EXAMPLE = """{
-  "resourceSpans": [
-    {
-      "resource": {
-        "attributes": [
-          {
-            "key": "service.name",
-            "value": {
-              "stringValue": "my.service"
-            }
-          }
-        ]
-      },
-      "scopeSpans": [
-        {
-          "scope": {
-            "name": "my.library",
-            "version": "1.0.0",
-            "attributes": [
-              {
-                "key": "my.scope.attribute",
-                "value": {
-                  "stringValue": "some scope attribute"
-                }
-              }
-            ]
-          },
-          "spans": [
-            {
-              "traceId": "5B8EFFF798038103D269B633813FC60C",
-              "spanId": "EEE19B7EC3C1B174",
-              "parentSpanId": "EEE19B7EC3C1B173",
-              "name": "I'm a server span",
-              "startTimeUnixNano": 1544712660000000000,
-              "endTimeUnixNano": 1544712661000000000,
-              "kind": 2,
-              "attributes": [
-                {
-                  "key": "my.span.attr",
-                  "value": {
-                    "stringValue": "some value"
-                  }
-                }
-              ]
-            }
-          ]
-        }
-      ]
-    }
-  ]
-}"""
+
 EXAMPLE_TRACE = "5b8efff798038103d269b633813fc60c"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -17,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,7 +24,7 @@ from starlette.routing import Route
 from orchcore import Orch, Settings
 from orchcore.bus.push import PUSH_SOURCE, MessagePusher
 from orchcore.callpath.tracecontext import TraceContext
-from orchcore.daemon.runner import EmbeddedServer
+from tests.support.api import serve_asgi
 from tests.support.polling import eventually
 from tests.support.registry import mark
 
@@ -99,21 +97,10 @@ class PushConsumer:
 @asynccontextmanager
 async def running_consumer(consumer: PushConsumer) -> AsyncIterator[PushConsumer]:
     app = Starlette(routes=[Route("/{path:path}", consumer.handle, methods=["POST"])])
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(512)
-    sock.setblocking(False)
-    consumer.port = sock.getsockname()[1]
-    server = EmbeddedServer(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        await eventually(lambda: server.started or task.done(), timeout=10)
+    # force_exit: a consumer holding deliveries must not keep the test waiting
+    async with serve_asgi(app, backlog=512, force_exit=True) as base_url:
+        consumer.port = int(base_url.rsplit(":", 1)[1])
         yield consumer
-    finally:
-        server.should_exit = True
-        server.force_exit = True
-        await task
-        sock.close()
 
 
 async def register_consumer(orch: Orch, consumer: PushConsumer, name: str = "notification") -> None:

@@ -43,61 +43,10 @@ from orchcore.tracing.otlp import (
     spans_to_otlp,
 )
 from orchcore.tracing.spans import MAX_NAME, Span, SpanEvent
+from tests.support.otlp import SPECIFICATION_EXAMPLE
 
 LIMIT = 4 * 1024 * 1024
 
-# opentelemetry-proto's examples/trace.json, as the specification repository has it.
-SPECIFICATION_EXAMPLE = """{
-  "resourceSpans": [
-    {
-      "resource": {
-        "attributes": [
-          {
-            "key": "service.name",
-            "value": {
-              "stringValue": "my.service"
-            }
-          }
-        ]
-      },
-      "scopeSpans": [
-        {
-          "scope": {
-            "name": "my.library",
-            "version": "1.0.0",
-            "attributes": [
-              {
-                "key": "my.scope.attribute",
-                "value": {
-                  "stringValue": "some scope attribute"
-                }
-              }
-            ]
-          },
-          "spans": [
-            {
-              "traceId": "5B8EFFF798038103D269B633813FC60C",
-              "spanId": "EEE19B7EC3C1B174",
-              "parentSpanId": "EEE19B7EC3C1B173",
-              "name": "I'm a server span",
-              "startTimeUnixNano": 1544712660000000000,
-              "endTimeUnixNano": 1544712661000000000,
-              "kind": 2,
-              "attributes": [
-                {
-                  "key": "my.span.attr",
-                  "value": {
-                    "stringValue": "some value"
-                  }
-                }
-              ]
-            }
-          ]
-        }
-      ]
-    }
-  ]
-}"""
 
 EXAMPLE_SPAN = Span(
     trace_id="5b8efff798038103d269b633813fc60c",

@@ -296,9 +296,8 @@ async def observe(orch: Orch, now: datetime) -> None:
     await orch.tracing.flush()
 
 
-async def test_the_service_map_of_declared_and_observed_dependencies(
-    orch: Orch, clock: ManualClock, api: httpx.AsyncClient
-) -> None:
+async def register_platform(orch: Orch) -> None:
+    """The services and their declared dependencies the map tests (and the console's) use."""
     await register(orch, "gateway", dependencies=["booking"], instances=("healthy",))
     await register(
         orch, "booking", dependencies=["venue", "payment"], instances=("healthy", "unhealthy")
@@ -312,6 +311,12 @@ async def test_the_service_map_of_declared_and_observed_dependencies(
         base_url="https://payment.internal",
         dependencies=["notification"],
     )
+
+
+async def test_the_service_map_of_declared_and_observed_dependencies(
+    orch: Orch, clock: ManualClock, api: httpx.AsyncClient
+) -> None:
+    await register_platform(orch)
     # venue starts a workflow: an entry of critical paths although booking calls it
     await orch.workflow_definitions.register(
         {

@@ -4,16 +4,12 @@ removed once past their retention."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import socket
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-import uvicorn
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -21,8 +17,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from orchcore import Orch, Settings
-from orchcore.daemon.runner import EmbeddedServer
 from orchcore.tracing.spans import Span
+from tests.support.api import serve_asgi
 from tests.support.daemons import DaemonProcess
 from tests.support.polling import eventually
 
@@ -71,30 +67,14 @@ class Receiver:
         ]
 
 
-@contextlib.asynccontextmanager
-async def running(receiver: Receiver) -> AsyncIterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    sock.setblocking(False)
+def receiving(receiver: Receiver) -> contextlib.AbstractAsyncContextManager[str]:
     app = Starlette(routes=[Route("/v1/traces", receiver.handle, methods=["POST"])])
-    server = EmbeddedServer(uvicorn.Config(app, log_config=None, access_log=False))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    return serve_asgi(app)
 
 
 async def test_every_span_is_forwarded_and_a_refusing_receiver_gets_them_later(dsn: str) -> None:
     receiver = Receiver(refuse_first=2)
-    async with running(receiver) as url:
+    async with receiving(receiver) as url:
         orch = await Orch.open(Settings(database_url=dsn, otlp_export_endpoint=url))
         try:
             assert orch.tracing.forwarder is not None
@@ -119,7 +99,7 @@ async def test_every_span_is_forwarded_and_a_refusing_receiver_gets_them_later(d
 
 async def test_unsampled_spans_are_not_forwarded_but_errors_are(dsn: str) -> None:
     receiver = Receiver()
-    async with running(receiver) as url:
+    async with receiving(receiver) as url:
         orch = await Orch.open(Settings(database_url=dsn, otlp_export_endpoint=url))
         try:
             orch.tracing.recorder.finish(span(1), sampled=False)

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 
-import uvicorn
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -22,8 +20,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from orchcore import Orch
-from orchcore.daemon.runner import EmbeddedServer
-from tests.support.api import serve_api
+from tests.support.api import serve_api, serve_asgi
 from tests.support.callers import known_callers
 from tests.support.polling import eventually
 from tests.support.registry import mark
@@ -45,19 +42,8 @@ async def instrumented_venue(provider: TracerProvider) -> AsyncIterator[int]:
         return JSONResponse({"id": "r-1"}, status_code=201)
 
     app = Starlette(routes=[Route("/reservations", reserve, methods=["POST"])])
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    sock.setblocking(False)
-    server = EmbeddedServer(uvicorn.Config(app, log_config=None, access_log=False))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    await eventually(lambda: server.started or task.done(), timeout=10)
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    async with serve_asgi(app) as base_url:
+        yield int(base_url.rsplit(":", 1)[1])
 
 
 async def spans_of(orch: Orch, trace_id: str, at_least: int) -> bool:

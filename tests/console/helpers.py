@@ -122,3 +122,11 @@ async def mark(orch: Orch, instance_id: str, to_status: str) -> None:
             actor=ACTOR,
             at=orch.clock.now(),
         )
+
+
+class ShowcaseOrch(Orch):
+    """The real engine; only the label in the header is fixed, since test DSNs vary."""
+
+    @property
+    def database_label(self) -> str:
+        return "db.wedding.internal:5432/orch"

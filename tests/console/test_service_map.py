@@ -15,9 +15,9 @@ from orchcore import ManualClock, Orch, Settings
 from orchtui.app import OrchConsole
 from orchtui.panes import command_names, pane_for
 from orchtui.panes.service_map import ServiceMapPane
-from tests.console.helpers import SIZE, on_screen, pane_loaded, table_keys
+from tests.console.helpers import SIZE, ShowcaseOrch, on_screen, pane_loaded, table_keys
 from tests.support.polling import eventually
-from tests.test_servicemap import calls, observe, register
+from tests.test_servicemap import calls, observe, register_platform
 
 #: The map's connections, unhealthy first (most errors first), then the busiest.
 ORDER = [
@@ -32,18 +32,7 @@ ORDER = [
 
 async def seed_map(orch: Orch) -> None:
     """tests/test_servicemap.py's platform: declared dependencies, an hour of traffic."""
-    await register(orch, "gateway", dependencies=["booking"], instances=("healthy",))
-    await register(
-        orch, "booking", dependencies=["venue", "payment"], instances=("healthy", "unhealthy")
-    )
-    await register(orch, "venue", instances=("healthy",))
-    await register(
-        orch,
-        "payment",
-        service_type="worker",
-        base_url="https://payment.internal",
-        dependencies=["notification"],
-    )
+    await register_platform(orch)
     await observe(orch, orch.clock.now())
 
 
@@ -158,14 +147,6 @@ def test_the_pane_is_registered() -> None:
 # -- a snapshot at 80x24 (``--snapshot-update`` renews) -------------------------------------------
 
 SnapCompare = Callable[..., bool]
-
-
-class ShowcaseOrch(Orch):
-    """The real engine; only the label in the header is fixed, since test DSNs vary."""
-
-    @property
-    def database_label(self) -> str:
-        return "db.wedding.internal:5432/orch"
 
 
 @pytest.fixture

@@ -18,19 +18,11 @@ from textual.pilot import Pilot
 
 from orchcore import ManualClock, Orch, Settings
 from orchtui.app import ListenerStateChanged, OrchConsole
-from tests.console.helpers import SIZE, pane_loaded
+from tests.console.helpers import SIZE, ShowcaseOrch, pane_loaded
 from tests.console.seed import STORY_START, seed_story
 from tests.console.seed_bus import seed_bus
 
 SnapCompare = Callable[..., bool]
-
-
-class ShowcaseOrch(Orch):
-    """The real engine; only the label in the header is fixed, since test DSNs vary."""
-
-    @property
-    def database_label(self) -> str:
-        return "db.wedding.internal:5432/orch"
 
 
 @pytest.fixture

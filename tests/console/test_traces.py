@@ -32,7 +32,7 @@ from orchtui.panes.traces import TracesPane
 from orchtui.panes.workflow_detail import WorkflowDetailPane
 from orchtui.screens import HelpScreen
 from orchtui.widgets import KeyedTable
-from tests.console.helpers import SIZE, off_screen, on_screen, pane_loaded, table_keys
+from tests.console.helpers import SIZE, ShowcaseOrch, off_screen, on_screen, pane_loaded, table_keys
 from tests.support.callers import known_callers
 from tests.support.polling import eventually
 from tests.support.sagas import BOOKING as BOOKING_SAGA
@@ -581,14 +581,6 @@ def test_the_panes_are_registered_and_keep_the_contract() -> None:
 # -- snapshots at 80x24 (``--snapshot-update`` renews) --------------------------------------------
 
 SnapCompare = Callable[..., bool]
-
-
-class ShowcaseOrch(Orch):
-    """The real engine; only the label in the header is fixed, since test DSNs vary."""
-
-    @property
-    def database_label(self) -> str:
-        return "db.wedding.internal:5432/orch"
 
 
 @pytest.fixture
