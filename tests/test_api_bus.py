@@ -11,7 +11,7 @@ import pytest
 
 from orchcore import Orch
 from orchcore.audit import recent_actions
-from tests.support.api import serve_api
+from tests.support.api import serve_api, token
 from tests.support.polling import eventually
 
 API = "/api/orchestration/messages"
@@ -32,12 +32,6 @@ BOOKINGS = {
 async def api(orch: Orch) -> AsyncIterator[httpx.AsyncClient]:
     async with serve_api(orch) as base_url, httpx.AsyncClient(base_url=base_url) as client:
         yield client
-
-
-async def token(orch: Orch, role: str, service: str | None = None) -> dict[str, str]:
-    name = f"{role}-{service}" if service else role
-    secret, _ = await orch.tokens.create(name=name, role=role, service_name=service, actor="t")
-    return {"Authorization": f"Bearer {secret}"}
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ from orchcore import ManualClock, Orch
 from orchcore.callpath.tracecontext import TraceContext
 from orchcore.tracing.sagaspans import workflow_span_id
 from orchcore.tracing.tracing import MAX_EXPORT_BYTES
-from tests.support.api import serve_api
+from tests.support.api import serve_api, token
 from tests.support.otlp import SPECIFICATION_EXAMPLE
 from tests.support.polling import eventually
 from tests.support.sagas import INITIATOR, Env
@@ -63,12 +63,6 @@ async def served(orch: Orch) -> AsyncIterator[tuple[str, httpx.AsyncClient]]:
 @pytest.fixture
 def api(served: tuple[str, httpx.AsyncClient]) -> httpx.AsyncClient:
     return served[1]
-
-
-async def token(orch: Orch, role: str, service: str | None = None) -> dict[str, str]:
-    name = f"{role}-{service}" if service else role
-    secret, _ = await orch.tokens.create(name=name, role=role, service_name=service, actor="t")
-    return {"Authorization": f"Bearer {secret}"}
 
 
 @pytest.fixture

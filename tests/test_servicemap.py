@@ -19,7 +19,7 @@ from orchcore.db.pool import connect
 from orchcore.tracing.callspans import AttemptFacts, attempt_span
 from orchcore.tracing.servicemap import Q, critical_paths, elementary_cycles, strength
 from orchcore.tracing.spans import Span
-from tests.support.api import serve_api
+from tests.support.api import serve_api, token
 from tests.support.registry import mark
 
 MAP = "/api/orchestration/observability/service-map"
@@ -151,11 +151,6 @@ def test_strength_is_relative_to_the_busiest_connection() -> None:
 async def api(orch: Orch) -> AsyncIterator[httpx.AsyncClient]:
     async with serve_api(orch) as base_url, httpx.AsyncClient(base_url=base_url) as client:
         yield client
-
-
-async def token(orch: Orch, role: str, service: str | None = None) -> dict[str, str]:
-    secret, _ = await orch.tokens.create(name=role, role=role, service_name=service, actor="t")
-    return {"Authorization": f"Bearer {secret}"}
 
 
 async def test_every_service_map_query_prepares(dsn: str) -> None:

@@ -47,3 +47,10 @@ async def serve_asgi(
 async def serve_api(orch: Orch) -> AsyncIterator[str]:
     async with serve_asgi(create_app(orch, daemon_name="test")) as base_url:
         yield base_url
+
+
+async def token(orch: Orch, role: str, service: str | None = None) -> dict[str, str]:
+    """Headers of a fresh bearer token of ``role`` (for ``service``, a service token)."""
+    name = f"{role}-{service}" if service else role
+    secret, _ = await orch.tokens.create(name=name, role=role, service_name=service, actor="t")
+    return {"Authorization": f"Bearer {secret}"}
