@@ -22,7 +22,7 @@ from orchcore.tracing.models import (
     TraceStats,
     TraceSummary,
 )
-from orchcore.tracing.otlp import decode_request
+from orchcore.tracing.otlp import DecodedExport, decode_request
 from orchcore.tracing.recorder import SpanRecorder
 from orchcore.tracing.spans import valid_trace_id
 from orchcore.tracing.tree import Node, build_tree, critical_path, depth_first, service_edges
@@ -75,7 +75,7 @@ class Tracing:
         """Write what is buffered now (tests, and before a process exits)."""
         await self.recorder.flush()
 
-    def ingest(self, body: bytes, content_type: str, content_encoding: str | None) -> Any:
+    def ingest(self, body: bytes, content_type: str, content_encoding: str | None) -> DecodedExport:
         """An OTLP/HTTP export: decoded, its good spans buffered for writing; returns the
         DecodedExport (what was rejected and why). Raises an OtlpError for a body that
         cannot be read, and Overloaded while too many spans wait to be written."""
