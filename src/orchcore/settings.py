@@ -55,6 +55,9 @@ class Settings(BaseModel):
         default=None, description="forward every span to this OTLP/HTTP endpoint"
     )
     otlp_export_headers: dict[str, str] = Field(default_factory=dict)
+    api_max_body_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=0, description="larger API request bodies get 413"
+    )
 
     @property
     def span_retention_hours(self) -> float:
@@ -90,6 +93,8 @@ class Settings(BaseModel):
             values["otlp_export_endpoint"] = env["ORCH_OTLP_EXPORT_ENDPOINT"]
         if env.get("ORCH_OTLP_EXPORT_HEADERS"):  # "k=v,k2=v2", as OTEL_EXPORTER_OTLP_HEADERS
             values["otlp_export_headers"] = _pairs(env["ORCH_OTLP_EXPORT_HEADERS"])
+        if env.get("ORCH_API_MAX_BODY_BYTES"):
+            values["api_max_body_bytes"] = env["ORCH_API_MAX_BODY_BYTES"]
         for name in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
             if env.get(f"ORCH_{name.upper()}"):
                 values[name] = env[f"ORCH_{name.upper()}"]
