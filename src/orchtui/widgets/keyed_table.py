@@ -13,11 +13,27 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+import textual
 from rich.console import RenderableType
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist, RowKey
+
+#: The Textual major version the one override of DataTable's private API below was
+#: written and tested against (pyproject pins it).
+TESTED_TEXTUAL_MAJOR = 8
+
+
+def overrides_private_api(textual_version: str) -> bool:
+    """Whether KeyedTable may override DataTable's private ``_update_dimensions``.
+
+    Only under the major version it was tested with: another major may rename the
+    method or change what it does, and an override of a method that moved is either
+    dead or wrong. Without it the table still works; a row added between two idle
+    moments may be drawn cut to the header's widths for one frame."""
+    major = textual_version.split(".", 1)[0]
+    return major.isdigit() and int(major) == TESTED_TEXTUAL_MAJOR
 
 
 @dataclass(frozen=True)
@@ -68,14 +84,17 @@ class KeyedTable(DataTable[RenderableType]):
             return False
         return super().check_action(action, parameters)
 
-    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
-        # DataTable measures new content when idle, but keys its cached lines by a count
-        # that measuring does not change: a frame drawn between adding a row and that
-        # idle moment would keep showing the row cut to the header labels' widths.
-        before = [column.content_width for column in self.ordered_columns]
-        super()._update_dimensions(new_rows)
-        if [column.content_width for column in self.ordered_columns] != before:
-            self._clear_caches()  # the repaint DataTable asked for then draws afresh
+    if overrides_private_api(textual.__version__):
+
+        def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
+            # DataTable measures new content when idle, but keys its cached lines by a
+            # count that measuring does not change: a frame drawn between adding a row
+            # and that idle moment would keep showing the row cut to the header labels'
+            # widths.
+            before = [column.content_width for column in self.ordered_columns]
+            super()._update_dimensions(new_rows)
+            if [column.content_width for column in self.ordered_columns] != before:
+                self._clear_caches()  # the repaint DataTable asked for then draws afresh
 
     # -- what the pane calls --------------------------------------------------------
 
