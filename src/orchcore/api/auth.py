@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, params, status
+from fastapi import Depends, Request, params
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from orchcore.auth import Action, Principal
+from orchcore.auth import Action, Principal, Unauthenticated
 from orchcore.facade import Orch
 
 _bearer = HTTPBearer(auto_error=False, description="a token from `orch token create`")
@@ -28,20 +28,25 @@ async def current_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    """The caller; refused with 401 in orch's error body (see api/guards.py) when the
+    token is missing, unknown, revoked or expired."""
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            detail="missing bearer token (create one with `orch token create`)",
-            headers={"WWW-Authenticate": "Bearer"},
+        raise Unauthenticated(
+            "missing bearer token (create one with `orch token create`)", challenge="Bearer"
         )
-    principal = await engine(request).tokens.authenticate(credentials.credentials)
-    if principal is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            detail="unknown or revoked token",
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        )
-    return principal
+    return await engine(request).tokens.verify(credentials.credentials)
+
+
+async def optional_principal(request: Request) -> Principal | None:
+    """The caller if it sent a token that is valid now, else None; never raises (a probe
+    answers whatever the database does)."""
+    scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secret:
+        return None
+    try:
+        return await engine(request).tokens.authenticate(secret.strip())
+    except Exception:  # the database is down: the token cannot be checked
+        return None
 
 
 def allowed(action: Action) -> params.Depends:

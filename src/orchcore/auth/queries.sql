@@ -1,10 +1,10 @@
 -- Named queries of API tokens. Only a token's SHA-256 is stored, never its secret.
 
 -- name: insert_token
--- A token: absent → active.
+-- A token: absent → active (until $8, when it is not null: then expired).
 INSERT INTO api_tokens (token_name, token_prefix, token_sha256, role, service_name,
-                        created_by, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+                        created_by, created_at, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 RETURNING *
 
 -- name: token_by_hash

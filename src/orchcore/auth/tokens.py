@@ -1,4 +1,5 @@
-"""Bearer tokens: shown once at creation, stored as SHA-256, revocable.
+"""Bearer tokens: shown once at creation, stored as SHA-256, revocable, and
+optionally expiring (``expires_in``): an expired token is refused as such.
 
 Tokens are 32 random bytes, so a fast hash is enough: there is nothing to
 brute-force, and verification stays one indexed lookup per request.
@@ -6,12 +7,14 @@ brute-force, and verification stays one indexed lookup per request.
 A verified token is trusted for a few seconds without a lookup: on a busy daemon the
 lookup was one database transaction per request. A revocation drops it from every
 process's cache at once (it is NOTIFYed); should the notification be lost, the token
-still stops working when its cache entry expires.
+still stops working when its cache entry expires. A token's expiry is checked on every
+use, cached or not, against the engine's clock.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import time
 from datetime import datetime, timedelta
@@ -25,13 +28,17 @@ from orchcore.auth.roles import ROLES, Principal, Role
 from orchcore.clock import Clock
 from orchcore.db import Database, Queries
 from orchcore.db.listen import NotificationListener
-from orchcore.errors import ConflictError, NotFoundError, ValidationFailed
+from orchcore.errors import ConflictError, NotFoundError, OrchError, ValidationFailed
 from orchcore.registry.models import check_service_name
 
 TOKEN_PREFIX = "orch_"
 _LAST_USED_GRANULARITY = timedelta(minutes=1)
 #: How long a verified token is trusted without looking it up again.
 VERIFIED_TTL_SECONDS = 5.0
+#: The longest lifetime a token may be given (``--expires-in``): ten years.
+MAX_LIFETIME = timedelta(days=3650)
+_LIFETIME = re.compile(r"([1-9][0-9]{0,9})([smhd])")
+_UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 Q = Queries("orchcore.auth")
 
@@ -46,6 +53,36 @@ class ApiToken(BaseModel):
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    expires_at: datetime | None = None
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+
+class Unauthenticated(OrchError):
+    """No token, or one that is unknown, revoked or expired. The message says which of
+    those three, never more (not whose token it was, nor when it expired)."""
+
+    http_status = 401
+
+    def __init__(self, message: str, *, challenge: str = 'Bearer error="invalid_token"') -> None:
+        super().__init__(message)
+        #: The ``WWW-Authenticate`` value an HTTP face answers with (RFC 6750).
+        self.challenge = challenge
+
+
+def parse_lifetime(text: str) -> timedelta:
+    """A token's lifetime written as a count and one unit: ``30s``, ``30m``, ``12h``,
+    ``90d``. Anything else (``1.5h``, ``0d``, ``90 d``, ``1w``) is refused, not guessed."""
+    match = _LIFETIME.fullmatch(text)
+    if match is None:
+        raise ValidationFailed(
+            "expires-in", f"expected a whole number and s, m, h or d (30s, 12h, 90d), got {text!r}"
+        )
+    lifetime = timedelta(**{_UNIT[match[2]]: int(match[1])})
+    if lifetime > MAX_LIFETIME:
+        raise ValidationFailed("expires-in", f"at most {MAX_LIFETIME.days}d, got {text!r}")
+    return lifetime
 
 
 def _digest(token: str) -> bytes:
@@ -58,9 +95,10 @@ class TokenStore:
     ) -> None:
         self._db = db
         self._clock = clock
-        # digest -> (monotonic expiry, principal); monotonic, not the engine's clock:
-        # this is a cache's lifetime, not a fact about the platform.
-        self._verified: dict[bytes, tuple[float, Principal]] = {}
+        # digest -> (monotonic deadline, principal, the token's expiry); monotonic, not
+        # the engine's clock: the deadline is a cache's lifetime, not a fact about the
+        # platform. The token's own expiry is one, and is checked on the engine's clock.
+        self._verified: dict[bytes, tuple[float, Principal, datetime | None]] = {}
         if listener is not None:
             listener.subscribe(self._on_notification)
             listener.on_reconnect(self.forget_verified)
@@ -74,9 +112,16 @@ class TokenStore:
         self._verified.clear()
 
     async def create(
-        self, *, name: str, role: str, service_name: str | None = None, actor: str
+        self,
+        *,
+        name: str,
+        role: str,
+        service_name: str | None = None,
+        actor: str,
+        expires_in: timedelta | None = None,
     ) -> tuple[str, ApiToken]:
-        """Make a token; the secret is returned once and never stored."""
+        """Make a token (valid for ``expires_in`` when given, else until revoked); the
+        secret is returned once and never stored."""
         if role not in ROLES:
             raise ValidationFailed("role", f"must be one of {', '.join(ROLES)}")
         if role == "service" and not service_name:
@@ -90,11 +135,22 @@ class TokenStore:
                 raise ValidationFailed("service", str(exc)) from None
         if not name.strip():
             raise ValidationFailed("name", "must not be empty")
+        if expires_in is not None and not timedelta(0) < expires_in <= MAX_LIFETIME:
+            raise ValidationFailed("expires-in", f"must be positive and at most {MAX_LIFETIME}")
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = self._clock.now()
+        expires_at = None if expires_in is None else now + expires_in
         async with self._db.transaction() as conn:
             row = await conn.fetchrow(
-                Q.insert_token, name, secret[:12], _digest(secret), role, service_name, actor, now
+                Q.insert_token,
+                name,
+                secret[:12],
+                _digest(secret),
+                role,
+                service_name,
+                actor,
+                now,
+                expires_at,
             )
             assert row is not None
             await record_action(
@@ -104,27 +160,42 @@ class TokenStore:
                 target_kind="token",
                 target_id=str(row["id"]),
                 at=now,
-                details={"role": role, "name": name},
+                details={
+                    "role": role,
+                    "name": name,
+                    "expires_at": None if expires_at is None else expires_at.isoformat(),
+                },
             )
         return secret, ApiToken.model_validate(dict(row))
 
     async def authenticate(self, secret: str) -> Principal | None:
-        """The principal behind a bearer token, or None if unknown or revoked."""
-        if not secret.startswith(TOKEN_PREFIX):
+        """The principal behind a bearer token, or None if unknown, revoked or expired."""
+        try:
+            return await self.verify(secret)
+        except Unauthenticated:
             return None
+
+    async def verify(self, secret: str) -> Principal:
+        """The principal behind a bearer token; :class:`Unauthenticated` saying whether
+        it is unknown or revoked, or expired."""
+        if not secret.startswith(TOKEN_PREFIX):
+            raise Unauthenticated("unknown or revoked token")
         digest = _digest(secret)
+        now = self._clock.now()
         cached = self._verified.get(digest)
         if cached is not None and cached[0] > time.monotonic():
+            _refuse_expired(cached[2], now)
             return cached[1]
         row = await self._db.fetchrow(Q.token_by_hash, digest)
         if row is None or row["revoked_at"] is not None:
-            return None
-        now = self._clock.now()
+            raise Unauthenticated("unknown or revoked token")
+        _refuse_expired(row["expires_at"], now)
         last = row["last_used_at"]
         if last is None or now - last > _LAST_USED_GRANULARITY:
             await self._db.execute(Q.touch_token, row["id"], now)
         principal = Principal(row["id"], row["token_name"], row["role"], row["service_name"])
-        self._verified[digest] = (time.monotonic() + VERIFIED_TTL_SECONDS, principal)
+        deadline = time.monotonic() + VERIFIED_TTL_SECONDS
+        self._verified[digest] = (deadline, principal, row["expires_at"])
         return principal
 
     async def list_tokens(self, *, include_revoked: bool = False) -> list[ApiToken]:
@@ -155,3 +226,8 @@ class TokenStore:
             )
         self.forget_verified()  # here at once; elsewhere when the notification arrives
         return ApiToken.model_validate(dict(row))
+
+
+def _refuse_expired(expires_at: datetime | None, now: datetime) -> None:
+    if expires_at is not None and now >= expires_at:
+        raise Unauthenticated("token expired")
