@@ -139,6 +139,15 @@ async def status(orch: Orch, as_json: bool) -> None:
     help="Also take OTLP/HTTP span exports on a listener of its own (conventionally :4318).",
 )
 @click.option(
+    "--tls-cert",
+    envvar="ORCH_API_TLS_CERT",
+    metavar="FILE",
+    help="Serve https: this PEM certificate (chain) on the API and OTLP listeners.",
+)
+@click.option(
+    "--tls-key", envvar="ORCH_API_TLS_KEY", metavar="FILE", help="The certificate's PEM key."
+)
+@click.option(
     "--workflow-lease",
     type=float,
     envvar="ORCH_WORKFLOW_LEASE_SECONDS",
@@ -161,11 +170,14 @@ def daemon(
     no_workflows: bool,
     no_push: bool,
     otlp_listen: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
     workflow_lease: float,
     log_format: str | None,
 ) -> None:
     """Run the background work and serve the HTTP API until SIGTERM/SIGINT."""
     from orchcore.daemon.runner import Daemon, DaemonConfig, install_signal_handlers, parse_listen
+    from orchcore.daemon.tls import listener_tls
     from orchcore.logging_setup import configure_logging
 
     settings = settings_from(ctx)
@@ -178,6 +190,7 @@ def daemon(
         workflows=not no_workflows,
         push=not no_push,
         otlp_listen=otlp_listen,
+        tls=listener_tls(tls_cert, tls_key),  # a bad pair fails here, before anything
         workflow_lease_seconds=workflow_lease,
     )
 

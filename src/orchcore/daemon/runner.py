@@ -27,6 +27,7 @@ from orchcore.actors import daemon_actor
 from orchcore.api import create_app
 from orchcore.api.otlp_app import create_otlp_app
 from orchcore.bus.push import MAX_IN_FLIGHT_PER_QUEUE, MessagePusher
+from orchcore.daemon.tls import ListenerTls
 from orchcore.db.failures import UNREACHABLE
 from orchcore.errors import OrchError
 from orchcore.facade import Orch
@@ -68,6 +69,8 @@ class DaemonConfig:
     retention_seconds: float = 60.0
     #: a listener of its own for OTLP/HTTP span exports (conventionally port 4318)
     otlp_listen: str | None = None
+    #: a certificate and key: https (TLS) on the API's listener and the OTLP one
+    tls: ListenerTls | None = None
 
     def roles(self) -> list[str]:
         """What this daemon takes part in, as its start line reports it."""
@@ -109,6 +112,8 @@ class Daemon:
         self._stop.set()
 
     async def run(self) -> None:
+        if self.config.tls is not None:
+            self.config.tls.check()  # before anything listens
         host, port = parse_listen(self.config.listen)
         listening = self._bind(host, port) if self.config.serve_api else None
         otlp_listening = None
@@ -125,6 +130,7 @@ class Daemon:
                 "daemon_id": str(self.daemon_id),
                 "listen": listening,
                 "otlp_listen": otlp_listening,
+                "tls": self.config.tls is not None,
                 "roles": self.config.roles(),
             },
         )
@@ -231,16 +237,25 @@ class Daemon:
 
     async def _serve_otlp(self) -> None:
         config = uvicorn.Config(
-            create_otlp_app(self.orch), log_config=None, access_log=False, lifespan="off"
+            create_otlp_app(self.orch),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            **self._tls_options(),
         )
         self._otlp_server = EmbeddedServer(config)
         await self._otlp_server.serve(sockets=self._otlp_sockets)
 
     async def _serve_api(self) -> None:
         app = create_app(self.orch, daemon_name=self.name)
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+        config = uvicorn.Config(
+            app, log_config=None, access_log=False, lifespan="off", **self._tls_options()
+        )
         self._server = EmbeddedServer(config)
         await self._server.serve(sockets=self._sockets)
+
+    def _tls_options(self) -> dict[str, Any]:
+        return {} if self.config.tls is None else self.config.tls.uvicorn_options()
 
     async def _heartbeat_forever(self) -> None:
         while True:
