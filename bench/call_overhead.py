@@ -84,11 +84,10 @@ def orch_nodelay(caller: Any) -> str:
     """TCP_NODELAY of the call path's idle connections (read through its transport)."""
     try:
         values = []
-        for transport in caller._client._mounts.values():  # the http:// transport
-            for pool in getattr(transport, "_pools", {}).values():
-                for connection in pool.idle:
-                    sock: socket.socket = connection._transport.get_extra_info("socket")
-                    values.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        for pool in caller.transport._pools.values():
+            for connection in pool.idle:
+                sock: socket.socket = connection._transport.get_extra_info("socket")
+                values.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
         return ",".join(str(v) for v in values) or "no connection"
     except (AttributeError, OSError):
         return "unknown"

@@ -4,7 +4,7 @@ and what the call path makes of each failure: whether the service may have acted
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
@@ -12,70 +12,12 @@ import pytest
 
 from orchcore import ManualClock, Orch
 from orchcore.callpath import CallFailed, ServiceCaller
-from orchcore.callpath.transport import PlainHttpTransport
+from orchcore.callpath.transport import HttpTransport, PoolStats
 from orchcore.resilience.retry import RetryPolicy
 from tests.support.clockwork import run_driving_clock
 from tests.support.polling import eventually
+from tests.support.raw_http import RawServer, keep_alive_ok, once_a_connection, raw_server
 from tests.support.registry import mark
-
-
-class RawServer:
-    """A TCP server on a loopback port whose handler writes whatever bytes a test wants."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.connections: list[asyncio.StreamWriter] = []
-        self.requests: list[bytes] = []
-        self.tasks: list[asyncio.Task[None]] = []
-        self.port = 0
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections.append(writer)
-        self.tasks.append(asyncio.current_task())  # type: ignore[arg-type]
-        try:
-            await self.handler(self, reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
-            pass  # the client went away, or the test is over
-        finally:
-            writer.close()
-
-    async def read_request(self, reader: asyncio.StreamReader) -> bytes:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n"):
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        request = head + (await reader.readexactly(length) if length else b"")
-        self.requests.append(request)
-        return request
-
-
-Handler = Callable[[RawServer, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-@asynccontextmanager
-async def raw_server(handler: Handler) -> AsyncIterator[RawServer]:
-    server_state = RawServer(handler)
-    server = await asyncio.start_server(server_state._serve, "127.0.0.1", 0)
-    server_state.port = server.sockets[0].getsockname()[1]
-    try:
-        yield server_state
-    finally:
-        server.close()
-        for task in server_state.tasks:
-            task.cancel()
-        await asyncio.gather(*server_state.tasks)
-
-
-async def keep_alive_ok(
-    server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
-    while True:
-        request = await server.read_request(reader)
-        body = b"HEAD" if request.startswith(b"HEAD") else request.split(b"\r\n\r\n", 1)[1] or b"ok"
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-        await writer.drain()
 
 
 async def silent_on_the_first_connection(
@@ -91,7 +33,7 @@ async def silent_on_the_first_connection(
 
 @asynccontextmanager
 async def client(**limits: float) -> AsyncIterator[httpx.AsyncClient]:
-    transport = PlainHttpTransport(**limits)  # type: ignore[arg-type]
+    transport = HttpTransport(**limits)  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, timeout=5.0) as http:
         yield http
 
@@ -290,13 +232,104 @@ async def test_a_connection_the_service_closed_while_idle_is_not_reused() -> Non
     async with raw_server(answer_once_then_close) as server, client() as http:
         url = f"http://127.0.0.1:{server.port}/"
         transport = http._transport
-        assert isinstance(transport, PlainHttpTransport)
+        assert isinstance(transport, HttpTransport)
         assert (await http.get(url)).status_code == 200
-        (idle,) = transport._pools[("127.0.0.1", server.port)].idle
+        (idle,) = transport._pools[("http", "127.0.0.1", server.port)].idle
         close_now.set()
         await eventually(lambda: idle.closed, message="the service's close seen")
         assert (await http.get(url)).status_code == 200
     assert len(server.connections) == 2
+
+
+def stats(http: httpx.AsyncClient, port: int) -> PoolStats:
+    transport = http._transport
+    assert isinstance(transport, HttpTransport)
+    return transport.stats()[f"http://127.0.0.1:{port}"]
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "DELETE", "OPTIONS"])
+async def test_an_idempotent_request_on_a_connection_closed_at_reuse_goes_again_on_a_new_one(
+    method: str,
+) -> None:
+    async with raw_server(once_a_connection) as server, client() as http:
+        url = f"http://127.0.0.1:{server.port}/venues/barn"
+        assert (await http.get(url)).status_code == 200
+        again = await http.request(method, url)
+        assert again.status_code == 200
+        figures = stats(http, server.port)
+        assert (figures.opened, figures.requests, figures.reused, figures.resent) == (2, 3, 1, 1)
+    # the service saw it twice: on the connection it closed, then on the new one
+    verb = method.encode()
+    assert [r.split(b" ", 1)[0] for r in server.requests] == [b"GET", verb, verb]
+    assert len(server.connections) == 2
+
+
+async def test_a_post_on_a_connection_closed_at_reuse_is_not_sent_again() -> None:
+    async with raw_server(once_a_connection) as server, client() as http:
+        url = f"http://127.0.0.1:{server.port}/charges"
+        assert (await http.post(url, content=b"first")).status_code == 200
+        with pytest.raises(
+            httpx.RemoteProtocolError,
+            match="closed a kept-alive connection as the request went out; not sent again: "
+            "POST is not idempotent and the request has no Idempotency-Key",
+        ):
+            await http.post(url, content=b"second")
+        assert stats(http, server.port).resent == 0
+    assert len(server.requests) == 2 and len(server.connections) == 1
+
+
+async def test_a_post_with_an_idempotency_key_is_sent_again_on_a_new_connection() -> None:
+    async with raw_server(once_a_connection) as server, client() as http:
+        url = f"http://127.0.0.1:{server.port}/charges"
+        assert (await http.post(url, content=b"first")).status_code == 200
+        again = await http.post(url, content=b"deposit", headers={"Idempotency-Key": "k-1"})
+        assert again.content == b"deposit"
+        assert stats(http, server.port).resent == 1
+    assert len(server.connections) == 2
+    assert all(b"\r\nIdempotency-Key: k-1\r\n" in r for r in server.requests[1:])
+
+
+async def test_a_new_connection_closed_unanswered_is_not_sent_again() -> None:
+    async def read_then_close(
+        server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.read_request(reader)
+
+    async with raw_server(read_then_close) as server, client() as http:
+        with pytest.raises(httpx.RemoteProtocolError, match="before a complete response"):
+            await http.get(f"http://127.0.0.1:{server.port}/")
+        assert stats(http, server.port).resent == 0
+    assert len(server.connections) == 1
+
+
+async def test_many_calls_to_a_slow_service_never_open_more_sockets_than_the_cap() -> None:
+    async def slow(
+        server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while True:
+            await server.read_request(reader)
+            await asyncio.sleep(0.005)  # the service's own work, not a test's wait
+            writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            await writer.drain()
+
+    async with raw_server(slow) as server, client(max_connections=4) as http:
+        url = f"http://127.0.0.1:{server.port}/"
+        answers = await asyncio.gather(*(http.get(url) for _ in range(60)))
+        assert stats(http, server.port).opened == 4
+    assert [a.status_code for a in answers] == [204] * 60
+    assert len(server.connections) == 4 and server.most_open == 4
+
+
+async def test_connections_closed_at_reuse_and_resent_keep_within_the_cap() -> None:
+    """Every connection serves one request: each later one is resent on a new
+    connection, which must wait its turn like any other."""
+    async with raw_server(once_a_connection) as server, client(max_connections=3) as http:
+        url = f"http://127.0.0.1:{server.port}/"
+        answers = await asyncio.gather(*(http.get(url) for _ in range(30)))
+        figures = stats(http, server.port)
+    assert [a.status_code for a in answers] == [200] * 30
+    assert server.most_open <= 3
+    assert figures.opened == len(server.connections) and figures.resent > 0
 
 
 async def test_a_cancelled_call_closes_its_connection() -> None:
@@ -315,10 +348,10 @@ async def test_a_cancelled_call_closes_its_connection() -> None:
     assert len(server.connections) == 2
 
 
-async def test_https_is_not_this_transports_business() -> None:
+async def test_only_http_and_https_are_spoken() -> None:
     async with client() as http:
-        with pytest.raises(httpx.UnsupportedProtocol):
-            await http.get("https://127.0.0.1:1/")
+        with pytest.raises(httpx.UnsupportedProtocol, match="not ftp://"):
+            await http.get("ftp://127.0.0.1:1/")
 
 
 def test_the_transport_runs_on_uvloop_as_the_daemon_does() -> None:
@@ -420,3 +453,35 @@ async def test_a_breaker_refusing_the_retry_keeps_the_first_attempts_unknown_out
     assert refused.instance_id is None and "is open" in (refused.error or "")
     assert caught.value.outcome_unknown
     assert len(server.requests) == 1  # the refused retry sent nothing
+
+
+async def test_calls_go_straight_to_the_instance_whatever_the_proxy_variables_say(
+    orch: Orch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxied: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        proxied.append(await reader.read(100))
+        writer.close()
+
+    listener = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    proxy_url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(name, proxy_url)
+        monkeypatch.setenv(name.lower(), proxy_url)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        async with raw_server(keep_alive_ok) as server:
+            url = f"http://127.0.0.1:{server.port}/"
+            async with httpx.AsyncClient() as plain:  # the variables are in force ...
+                with pytest.raises(httpx.HTTPError):
+                    await plain.get(url)
+            assert proxied and not server.requests
+            proxied.clear()
+            caller = await venue_at(orch, server.port)  # ... and orch's calls ignore them
+            result = await caller.call("orch", "venue", "/ping", method="GET", retry=ONCE)
+    finally:
+        listener.close()
+    assert result.status_code == 200 and len(server.requests) == 1
+    assert proxied == []

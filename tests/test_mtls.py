@@ -76,13 +76,18 @@ async def https_service(pki: Pki) -> AsyncIterator[int]:
     sock.close()
 
 
-async def engine_with_tls(dsn: str, clock: ManualClock, pki: Pki, client_ca: trustme.CA) -> Orch:
-    client = client_ca.issue_cert("orch@wedding.example")
+async def engine_with_tls(
+    dsn: str, clock: ManualClock, pki: Pki, client_ca: trustme.CA | None
+) -> Orch:
+    """An engine trusting ``pki``'s CA, presenting a certificate ``client_ca`` issued
+    (none without one)."""
+    presented: dict[str, str] = {}
+    if client_ca is not None:
+        client = client_ca.issue_cert("orch@wedding.example")
+        presented["tls_cert_file"] = pki.write("client.pem", client.cert_chain_pems[0])
+        presented["tls_key_file"] = pki.write("client.key", client.private_key_pem)
     settings = Settings(
-        database_url=dsn,
-        tls_ca_file=pki.write("trust.pem", pki.ca.cert_pem),
-        tls_cert_file=pki.write("client.pem", client.cert_chain_pems[0]),
-        tls_key_file=pki.write("client.key", client.private_key_pem),
+        database_url=dsn, tls_ca_file=pki.write("trust.pem", pki.ca.cert_pem), **presented
     )
     return await Orch.open(settings, clock=clock)
 
@@ -120,6 +125,37 @@ async def test_client_certificate_from_the_trusted_ca_is_accepted(
         await orch.close()
 
 
+async def test_https_calls_go_out_on_orchs_transport_over_one_kept_alive_connection(
+    dsn: str, clock: ManualClock, pki: Pki, https_service: int
+) -> None:
+    orch = await engine_with_tls(dsn, clock, pki, pki.ca)
+    try:
+        await register_https(orch, https_service)
+        caller = await orch.caller()
+        for _ in range(3):
+            result = await caller.call("orch", "payment", "/whoami", method="GET")
+            assert result.json() == {"ok": True, "scheme": "https"}
+        figures = caller.transport.stats()[f"https://127.0.0.1:{https_service}"]
+    finally:
+        await orch.close()
+    assert (figures.opened, figures.requests, figures.reused) == (1, 3, 2)
+
+
+async def test_a_call_without_a_client_certificate_is_refused_and_says_why(
+    dsn: str, clock: ManualClock, pki: Pki, https_service: int
+) -> None:
+    orch = await engine_with_tls(dsn, clock, pki, None)
+    try:
+        await register_https(orch, https_service)
+        caller = await orch.caller()
+        with pytest.raises(CallFailed, match=r"orch's client certificate \(ORCH_TLS_CERT_FILE\)"):
+            await caller.call(
+                "orch", "payment", "/whoami", method="GET", retry=RetryPolicy.single_attempt()
+            )
+    finally:
+        await orch.close()
+
+
 async def test_a_certificate_from_another_ca_is_refused(
     dsn: str, clock: ManualClock, pki: Pki, https_service: int
 ) -> None:
@@ -127,7 +163,7 @@ async def test_a_certificate_from_another_ca_is_refused(
     try:
         await register_https(orch, https_service)
         caller = await orch.caller()
-        with pytest.raises(CallFailed) as caught:
+        with pytest.raises(CallFailed, match="orch's client certificate") as caught:
             await caller.call(
                 "orch", "payment", "/whoami", method="GET", retry=RetryPolicy.single_attempt()
             )
@@ -146,7 +182,9 @@ async def test_a_service_with_an_untrusted_certificate_is_refused(
     try:
         await register_https(orch, https_service)
         caller = await orch.caller()
-        with pytest.raises(CallFailed, match="CERTIFICATE_VERIFY_FAILED"):
+        with pytest.raises(
+            CallFailed, match=r"the TLS handshake failed: CERTIFICATE_VERIFY_FAILED: self.signed"
+        ):
             await caller.call(
                 "orch", "payment", "/whoami", method="GET", retry=RetryPolicy.single_attempt()
             )

@@ -56,9 +56,9 @@ from orchcore.callpath.results import (
     event_type,
     no_answer,
 )
-from orchcore.callpath.tls import TlsSettings
+from orchcore.callpath.tls import TlsSettings, client_context
 from orchcore.callpath.tracecontext import TraceContext
-from orchcore.callpath.transport import MAX_CONNECTIONS, MAX_KEEPALIVE, PlainHttpTransport
+from orchcore.callpath.transport import HttpTransport
 from orchcore.clock import Clock
 from orchcore.errors import NoHealthyInstanceError, NotFoundError
 from orchcore.mesh.effective import EffectivePolicy
@@ -109,7 +109,13 @@ class ServiceCaller:
         self._rng = rng or random.Random()
         self._default_timeout = default_timeout
         self.outliers = OutlierDetector(clock)
-        self._client = _http_client(tls)
+        self._transport = HttpTransport(ssl_context=client_context(tls))
+        self._client = _http_client(self._transport)
+
+    @property
+    def transport(self) -> HttpTransport:
+        """The connections every call goes out on (their figures: ``transport.stats()``)."""
+        return self._transport
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -506,16 +512,13 @@ def _breaker_settings(policy: EffectivePolicy) -> BreakerSettings | None:
     )
 
 
-def _http_client(tls: TlsSettings | None) -> httpx.AsyncClient:
-    """One client for every call: orch's own transport for http://, httpx's for https://."""
+def _http_client(transport: HttpTransport) -> httpx.AsyncClient:
+    """One client for every call, on orch's own transport for http:// and https:// alike.
+
+    Given a transport, httpx reads no proxy from the environment: calls go straight to
+    the instance addresses the registry holds (see ``transport.py``)."""
     return httpx.AsyncClient(
-        transport=httpx.AsyncHTTPTransport(
-            verify=tls.ssl_context() if tls else True,
-            limits=httpx.Limits(
-                max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE
-            ),
-        ),
-        mounts={"http://": PlainHttpTransport()},
+        transport=transport,
         follow_redirects=False,
         headers={"User-Agent": "orch/0.1"},
     )
