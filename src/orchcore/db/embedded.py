@@ -17,6 +17,11 @@ as an unprivileged user (``ORCH_PG_USER``, default ``nobody``). That user must b
 able to reach the data directory; orch never loosens permissions of folders it did
 not create, and says so in one line when it cannot proceed. Binaries that user
 cannot run where they are (a venv in ``/root``) are copied into the data directory.
+
+Who reaches the server: the cluster's folder (data, log, socket) is the server user's
+alone, mode 0700, and so is the socket (``unix_socket_permissions``): with trust
+authentication, whoever could open the socket would be the database's superuser. Only
+that user and root (who passes any mode) get in; as root, orch's own processes are root.
 """
 
 from __future__ import annotations
@@ -381,18 +386,49 @@ class EmbeddedPostgres:
         if self.user is not None:
             os.chown(path, self.user.uid, self.user.gid)
 
+    def _make_private(self, path: Path, *, mode: int = 0o700) -> None:
+        """``path`` the server user's alone (root passes any mode anyway)."""
+        self._own(path)
+        path.chmod(mode)
+
+    def _private_socket_dir(self) -> Path:
+        """The socket's folder, made or checked. It may be in /tmp, where anyone can make
+        a folder first: one that is a link or that someone else made is refused, never
+        taken over (a server of theirs could already listen in it)."""
+        folder = self.socket_dir
+        owners = {os.getuid()} if self.user is None else {0, self.user.uid}
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            info = folder.lstat()
+        except OSError as error:
+            raise EmbeddedUnavailable(f"cannot make the socket folder {folder}: {error}") from None
+        if (
+            stat.S_ISLNK(info.st_mode)
+            or not stat.S_ISDIR(info.st_mode)
+            or info.st_uid not in owners
+        ):
+            raise EmbeddedUnavailable(
+                f"{folder}, the embedded PostgreSQL's socket folder, is a link or was made by "
+                "someone else; remove it (or set a shorter ORCH_DATA_DIR, which keeps the "
+                "socket inside it)"
+            )
+        self._make_private(folder)
+        return folder
+
     def _start(self) -> None:
         self._check_reachable()
-        self._own(self.root)
+        self._make_private(self.root)
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb()
-        socket_dir = self.socket_dir
-        socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._own(socket_dir)
+        self._make_private(self.pgdata)  # initdb's 0700, and a 0750 of old tightened
+        socket_dir = self._private_socket_dir()
         if not self.logfile.exists():
-            self.logfile.touch()
-        self._own(self.logfile)
-        options = f"-c unix_socket_directories='{socket_dir}' -c port={SOCKET_PORT}"
+            self.logfile.touch(mode=0o600)
+        self._make_private(self.logfile, mode=0o600)  # statements and user names end up here
+        options = (
+            f"-c unix_socket_directories='{socket_dir}' -c port={SOCKET_PORT} "
+            "-c unix_socket_permissions=0700"
+        )
         result = self._run_tool(
             [
                 "pg_ctl",
