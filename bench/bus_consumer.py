@@ -194,7 +194,7 @@ class OrchConsumer(Consumer):
         from orchcore import Orch
         from orchcore.bus.models import ReceiveRequest
 
-        self.orch = await Orch.open(dsn=self.args.dsn, apply_migrations=False)
+        self.orch = await Orch.open(dsn=self.args.dsn)
         self.drain_request = ReceiveRequest(
             max_messages=self.args.batch, visibility_timeout_seconds=VISIBILITY_SECONDS
         )

@@ -92,7 +92,7 @@ async def wait_for_stdin_to_close() -> None:
 
 
 async def child_main(args: argparse.Namespace) -> None:
-    orch = await Orch.open(Settings(database_url=args.dsn), apply_migrations=False)
+    orch = await Orch.open(Settings(database_url=args.dsn))
     try:
         CacheWatcher(orch, WATCHED_SERVICE, WATCHED_INSTANCE, UUID(args.instance_uuid))
         print(json.dumps({"ready": True}), flush=True)

@@ -26,6 +26,7 @@ from scratch_database import register_caller, register_loopback_service
 
 from orchcore import Orch, Settings
 from orchcore.db.embedded import EmbeddedPostgres
+from orchcore.db.migrate import SchemaMode
 from orchcore.saga.runner import SagaRunner
 
 SERVICE = "participant"
@@ -102,7 +103,7 @@ async def one_run(sagas: int, outage: float, call_ms: float) -> dict[str, float]
     port = listener.sockets[0].getsockname()[1]
     try:
         await asyncio.to_thread(server.acquire)
-        orch = await Orch.open(Settings(database_url=server.dsn()))
+        orch = await Orch.open(Settings(database_url=server.dsn()), schema=SchemaMode.MIGRATE)
         await register_caller(orch, INITIATOR)
         await register_loopback_service(orch, SERVICE, port)
         await orch.discovery.refresh_all()

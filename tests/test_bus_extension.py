@@ -31,7 +31,14 @@ import pytest
 
 from orchcore import Orch
 from orchcore.db.embedded import EmbeddedPostgres, EmbeddedUnavailable, find_server_binaries
-from orchcore.db.migrate import PgmqInstall, bundled_pgmq, install_pgmq, migrate, pgmq_in_use
+from orchcore.db.migrate import (
+    PgmqInstall,
+    SchemaMode,
+    bundled_pgmq,
+    install_pgmq,
+    migrate,
+    pgmq_in_use,
+)
 from orchcore.db.pool import connect
 from tests.support.database import drop_database, with_database
 
@@ -242,7 +249,7 @@ async def test_migrate_creates_the_extension_and_records_it_once(
 
 
 async def test_the_bus_runs_on_the_extension(pgmq_server: ExtensionServer, fresh_dsn: str) -> None:
-    orch = await Orch.open(dsn=fresh_dsn)
+    orch = await Orch.open(dsn=fresh_dsn, schema=SchemaMode.MIGRATE)
     try:
         queue = await orch.bus.create_queue({"queue_name": "ext_orders"}, actor="test")
         assert queue.dead_letter_queue == "ext_orders_dlq"

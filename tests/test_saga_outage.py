@@ -19,6 +19,7 @@ import pytest
 
 from orchcore import Orch, Settings
 from orchcore.db.embedded import EmbeddedPostgres
+from orchcore.db.migrate import SchemaMode
 from orchcore.saga.runner import SagaRunner
 from tests.support.participant import participants
 from tests.support.polling import eventually
@@ -49,7 +50,7 @@ async def test_sagas_resume_within_seconds_of_a_postgresql_restart(
     private_server: EmbeddedPostgres, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="orch")
-    orch = await Orch.open(Settings(database_url=private_server.dsn()))
+    orch = await Orch.open(Settings(database_url=private_server.dsn()), schema=SchemaMode.MIGRATE)
     async with participants(*SERVICES) as services:
         for participant in services.values():
             participant.delay = 0.3  # calls in flight when the server goes

@@ -11,8 +11,10 @@ import os
 import random
 import socket
 import time
+from datetime import timedelta
+from functools import cached_property
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 from urllib.parse import urlsplit
 from uuid import UUID
 
@@ -28,7 +30,7 @@ from orchcore.clock import Clock, SystemClock
 from orchcore.db import Database, Queries
 from orchcore.db.embedded import EmbeddedPostgres
 from orchcore.db.listen import NotificationListener
-from orchcore.db.migrate import migrate
+from orchcore.db.migrate import SchemaMode, check_schema, migrate
 from orchcore.db.pool import connect
 from orchcore.errors import OrchError
 from orchcore.membership import DaemonMembership
@@ -42,6 +44,9 @@ from orchcore.saga.store import WorkflowStore
 from orchcore.settings import Settings
 from orchcore.tracing.forwarder import OtlpForwarder
 from orchcore.tracing.tracing import Tracing
+
+if TYPE_CHECKING:
+    from orchcore.retention import History, HistoryRetention
 
 Q = Queries("orchcore")
 
@@ -120,11 +125,15 @@ class Orch:
         *,
         dsn: str | None = None,
         clock: Clock | None = None,
-        apply_migrations: bool = True,
+        schema: SchemaMode = SchemaMode.CHECK,
         listen: bool = True,
         start_discovery: bool = True,
     ) -> Orch:
-        """Connect (starting the embedded server if no DSN is given) and get ready."""
+        """Connect (starting the embedded server if no DSN is given) and get ready.
+
+        ``schema``: by default the database must hold exactly this orch's schema
+        (:class:`~orchcore.db.migrate.SchemaMismatch` says what to do otherwise); only
+        the daemon and the demo ask to migrate it."""
         settings = settings or Settings.from_env()
         embedded: EmbeddedPostgres | None = None
         dsn = dsn or settings.database_url
@@ -141,16 +150,16 @@ class Orch:
         listener = NotificationListener(dsn) if listen else None
         orch = cls(db, clock, settings, listener=listener, embedded=embedded)
         try:
-            await orch._prepare(apply_migrations=apply_migrations, start_discovery=start_discovery)
+            await orch._prepare(schema=schema, start_discovery=start_discovery)
         except BaseException:
             await orch.close()
             raise
         return orch
 
-    async def _prepare(self, *, apply_migrations: bool, start_discovery: bool) -> None:
+    async def _prepare(self, *, schema: SchemaMode, start_discovery: bool) -> None:
         if isinstance(self.clock, SystemClock):
             await self._calibrate_clock(self.clock)
-        if apply_migrations:
+        if schema is SchemaMode.MIGRATE:
             # A connection of its own: the pool's statement timeout must not cut a
             # migration short on a large table.
             conn = await connect(self.db.dsn)
@@ -158,6 +167,9 @@ class Orch:
                 await migrate(conn)
             finally:
                 await conn.close()
+        elif schema is SchemaMode.CHECK:
+            async with self.db.pool.acquire() as lent:
+                await check_schema(lent)
         if self.listener is not None:
             await self.listener.start()
         if start_discovery:
@@ -221,6 +233,12 @@ class Orch:
     ) -> None:
         await self.close()
 
+    @cached_property
+    def retention(self) -> HistoryRetention:
+        from orchcore.retention import HistoryRetention
+
+        return HistoryRetention(self.db, self.clock, _history_windows(self.settings))
+
     # -- conveniences the faces share ------------------------------------------------
 
     @property
@@ -260,6 +278,19 @@ class Orch:
         workflows = await self.workflows.status_counts()
         alerts = await self.alerts.open_count()
         return summarise(services, daemons, breakers, workflows, alerts)
+
+
+def _history_windows(settings: Settings) -> dict[History, timedelta | None]:
+    from orchcore.retention import History, windows_of_days
+
+    return windows_of_days(
+        {
+            History.SERVICE_EVENTS: settings.service_event_retention_days,
+            History.WORKFLOW_EVENTS: settings.workflow_event_retention_days,
+            History.BREAKER_TRANSITIONS: settings.breaker_transition_retention_days,
+            History.AUDIT_LOG: settings.audit_retention_days,
+        }
+    )
 
 
 async def _open_pool(dsn: str, settings: Settings) -> Database:

@@ -6,8 +6,19 @@ import os
 from pathlib import Path
 
 from pydantic import BaseModel, Field
+from pydantic import ValidationError as PydanticValidationError
 
 from orchcore.callpath.tls import TlsSettings
+from orchcore.errors import ValidationFailed
+
+#: History the daemons remove after so many days (0: kept forever), by setting:
+#: call events are the bulk and the least looked at; the audit log is kept for a year.
+HISTORY_RETENTION_DAYS = {
+    "service_event_retention_days": 30.0,
+    "workflow_event_retention_days": 90.0,
+    "breaker_transition_retention_days": 90.0,
+    "audit_retention_days": 365.0,
+}
 
 
 def default_data_dir() -> Path:
@@ -55,6 +66,26 @@ class Settings(BaseModel):
         default=None, description="forward every span to this OTLP/HTTP endpoint"
     )
     otlp_export_headers: dict[str, str] = Field(default_factory=dict)
+    service_event_retention_days: float = Field(
+        default=HISTORY_RETENTION_DAYS["service_event_retention_days"],
+        ge=0,
+        description="call events kept this long (0: forever)",
+    )
+    workflow_event_retention_days: float = Field(
+        default=HISTORY_RETENTION_DAYS["workflow_event_retention_days"],
+        ge=0,
+        description="timelines of workflows finished this long ago kept (0: forever)",
+    )
+    breaker_transition_retention_days: float = Field(
+        default=HISTORY_RETENTION_DAYS["breaker_transition_retention_days"],
+        ge=0,
+        description="breaker state changes kept this long (0: forever)",
+    )
+    audit_retention_days: float = Field(
+        default=HISTORY_RETENTION_DAYS["audit_retention_days"],
+        ge=0,
+        description="the audit log kept this long (0: forever)",
+    )
     api_max_body_bytes: int = Field(
         default=10 * 1024 * 1024, ge=0, description="larger API request bodies get 413"
     )
@@ -95,8 +126,21 @@ class Settings(BaseModel):
             values["otlp_export_headers"] = _pairs(env["ORCH_OTLP_EXPORT_HEADERS"])
         if env.get("ORCH_API_MAX_BODY_BYTES"):
             values["api_max_body_bytes"] = env["ORCH_API_MAX_BODY_BYTES"]
-        for name in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+        for name in ("tls_ca_file", "tls_cert_file", "tls_key_file", *HISTORY_RETENTION_DAYS):
             if env.get(f"ORCH_{name.upper()}"):
                 values[name] = env[f"ORCH_{name.upper()}"]
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.model_validate(values)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        from_env = set(values) - set(given)
+        values.update(given)
+        try:
+            return cls.model_validate(values)
+        except PydanticValidationError as exc:
+            raise _refusal(exc, from_env=from_env) from None
+
+
+def _refusal(exc: PydanticValidationError, *, from_env: set[str]) -> ValidationFailed:
+    """One line naming what the operator set (the environment variable) and why not."""
+    error = exc.errors()[0]
+    field = str(error["loc"][0]) if error["loc"] else "settings"
+    name = f"ORCH_{field.upper()}" if field in from_env else field
+    return ValidationFailed(name, f"{error['msg'].lower()}, got {error.get('input')!r}")

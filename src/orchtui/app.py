@@ -430,14 +430,12 @@ def run_console(settings: Settings, *, readonly: bool, dsn: str | None) -> int:
 
 async def _run_console(settings: Settings, *, readonly: bool, dsn: str | None) -> int:
     try:
-        # A read-only console changes nothing, schema included; the console routes no
-        # calls, so it needs no discovery cache.
-        orch = await Orch.open(
-            settings, dsn=dsn, apply_migrations=not readonly, start_discovery=False
-        )
+        # The console never migrates (a schema older or newer than this orch's is refused
+        # with what to do); it routes no calls, so it needs no discovery cache.
+        orch = await Orch.open(settings, dsn=dsn, start_discovery=False)
     except OrchError as exc:
         print(f"orch console: {exc}", file=sys.stderr)
-        return 1
+        return getattr(exc, "exit_code", 1)
     try:
         app = OrchConsole(orch, readonly=readonly)
         await app.run_async()

@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from orchcore import ManualClock, Orch, Settings
+from orchcore.db.migrate import SchemaMode
 from orchtui.app import ListenerStateChanged, OrchConsole, run_console
 from orchtui.widgets.banner import ConnectionBanner
 from tests.console.helpers import SIZE, off_screen, on_screen, pane_loaded, register_service
@@ -140,7 +141,7 @@ async def test_readonly_console_on_an_unmigrated_database(pg_admin_dsn: str) -> 
         await admin.execute(f'CREATE DATABASE "{name}"')
         orch = await Orch.open(
             Settings(database_url=with_database(pg_admin_dsn, name)),
-            apply_migrations=False,
+            schema=SchemaMode.UNCHECKED,
             start_discovery=False,
         )
         try:

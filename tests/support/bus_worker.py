@@ -35,9 +35,7 @@ def say(word: str, *ids: str) -> None:
 
 
 async def work(dsn: str, queue: str, consumer: str, visibility: int) -> None:
-    orch = await Orch.open(
-        Settings(database_url=dsn), apply_migrations=False, start_discovery=False
-    )
+    orch = await Orch.open(Settings(database_url=dsn), start_discovery=False)
     try:
         say("ready")
         while True:

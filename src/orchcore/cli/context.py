@@ -28,7 +28,10 @@ def settings_from(ctx: click.Context) -> Settings:
 def run_with_orch(
     coro_fn: Callable[..., Awaitable[T]], *, listen: bool = False
 ) -> Callable[..., T]:
-    """Open the engine for one verb, run it, close the engine (and its embedded server)."""
+    """Open the engine for one verb, run it, close the engine (and its embedded server).
+
+    A verb never migrates: a schema older or newer than this orch's stops it with one
+    line saying what to do (`orch db migrate` is the verb that migrates)."""
 
     @functools.wraps(coro_fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
@@ -36,6 +39,7 @@ def run_with_orch(
         settings = settings_from(ctx)
 
         async def main() -> T:
+            # Orch.open checks the schema (SchemaMode.CHECK) unless told to migrate.
             orch = await Orch.open(settings, listen=listen, start_discovery=False)
             try:
                 return await coro_fn(orch, *args, **kwargs)

@@ -9,7 +9,12 @@ import click
 from orchcore.cli.context import json_option, settings_from
 from orchcore.cli.output import emit
 from orchcore.db.embedded import EmbeddedPostgres
-from orchcore.db.migrate import migrate, pending_migrations
+from orchcore.db.migrate import (
+    available_migrations,
+    migrate,
+    recorded_migrations,
+    refusal,
+)
 from orchcore.db.pool import connect
 from orchcore.facade import DatabaseUnavailable, describe_dsn
 
@@ -23,7 +28,10 @@ def db_group() -> None:
 @json_option
 @click.pass_context
 def migrate_cmd(ctx: click.Context, as_json: bool) -> None:
-    """Apply pending migrations (safe to run concurrently; re-running is a no-op)."""
+    """Apply pending migrations (safe to run concurrently; re-running is a no-op).
+
+    Refuses a database migrated by a newer orch, or whose applied migrations were
+    edited since (checksums differ), applying nothing."""
     settings = settings_from(ctx)
     embedded = None if settings.database_url else EmbeddedPostgres(settings.data_dir)
 
@@ -56,7 +64,7 @@ def migrate_cmd(ctx: click.Context, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def status_cmd(ctx: click.Context, as_json: bool) -> None:
-    """Where the database is, pending migrations, and the embedded server's state."""
+    """Where the database is, its schema against this orch's, and the embedded server."""
     settings = settings_from(ctx)
     info: dict[str, object] = {}
     if settings.database_url is None:
@@ -65,15 +73,8 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
     if dsn is not None or info["embedded"]["running"]:  # type: ignore[index]
         target = dsn or info["embedded"]["dsn"]  # type: ignore[index]
 
-        async def pending() -> list[str]:
-            conn = await connect(target)
-            try:
-                return [f"{m.version}_{m.name}" for m in await pending_migrations(conn)]
-            finally:
-                await conn.close()
-
         info["database"] = describe_dsn(target)
-        info["pending_migrations"] = asyncio.run(pending())
+        info.update(asyncio.run(_schema_status(target)))
 
     def human() -> None:
         for key, value in info.items():
@@ -84,6 +85,25 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
                 click.echo(f"{key}: {value}")
 
     emit(info, as_json=as_json, human=human)
+
+
+async def _schema_status(dsn: str) -> dict[str, object]:
+    """The schema's version, the one this orch needs, what is pending and what is wrong."""
+    conn = await connect(dsn)
+    try:
+        applied = await recorded_migrations(conn)
+    finally:
+        await conn.close()
+    known = available_migrations()
+    problem = refusal(applied, known, pending_allowed=False)
+    return {
+        "schema_version": max(applied) if applied else None,
+        "schema_needed": known[-1].version,
+        "pending_migrations": [
+            m.file_name.removesuffix(".sql") for m in known if m.version not in applied
+        ],
+        "schema_problem": str(problem) if problem is not None else None,
+    }
 
 
 @db_group.command("stop")

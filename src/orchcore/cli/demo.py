@@ -35,6 +35,7 @@ import httpx
 import orchcore
 from orchcore.cli.context import settings_from
 from orchcore.cli.processes import ChildProcess
+from orchcore.db.migrate import SchemaMode
 from orchcore.errors import ConflictError, OrchError
 from orchcore.facade import Orch
 from orchcore.settings import Settings
@@ -163,7 +164,8 @@ async def run_demo(
         step("using the database at ORCH_DATABASE_URL/--dsn")
     else:
         step(f"starting the embedded PostgreSQL in {settings.data_dir}")
-    orch = await Orch.open(settings)
+    # A setup command: the demo's database is migrated here, as the daemon it starts would.
+    orch = await Orch.open(settings, schema=SchemaMode.MIGRATE)
     try:
         knobs = f"notification:event_reject_rate={EVENT_REJECT_RATE}" if chaos else None
         async with _platform(folder, instances, log_dir, knobs) as platform_instances:

@@ -1,7 +1,8 @@
 """The `orch` entry point: verbs, and one place that turns errors into exit codes.
 
 Exit codes: 0 success, 1 failure (not found, conflict, database unreachable),
-2 bad input (usage or validation; one line naming the field), 3 `orch mesh export
+2 bad input (usage or validation; one line naming the field) or a database schema
+this orch cannot use (older: `orch db migrate`; newer or edited), 3 `orch mesh export
 --strict` with something left out, 130 interrupted.
 """
 
@@ -134,6 +135,11 @@ async def status(orch: Orch, as_json: bool) -> None:
 @click.option("--no-workflows", is_flag=True, help="Do not run workflows.")
 @click.option("--no-push", is_flag=True, help="Do not deliver the bus's push queues.")
 @click.option(
+    "--no-migrate",
+    is_flag=True,
+    help="Do not migrate the schema: refuse to start unless it is this orch's.",
+)
+@click.option(
     "--otlp-listen",
     metavar="HOST:PORT",
     help="Also take OTLP/HTTP span exports on a listener of its own (conventionally :4318).",
@@ -169,6 +175,7 @@ def daemon(
     no_health_checks: bool,
     no_workflows: bool,
     no_push: bool,
+    no_migrate: bool,
     otlp_listen: str | None,
     tls_cert: str | None,
     tls_key: str | None,
@@ -178,6 +185,7 @@ def daemon(
     """Run the background work and serve the HTTP API until SIGTERM/SIGINT."""
     from orchcore.daemon.runner import Daemon, DaemonConfig, install_signal_handlers, parse_listen
     from orchcore.daemon.tls import listener_tls
+    from orchcore.db.migrate import SchemaMode
     from orchcore.logging_setup import configure_logging
 
     settings = settings_from(ctx)
@@ -195,7 +203,8 @@ def daemon(
     )
 
     async def main() -> None:
-        orch = await Orch.open(settings)
+        schema = SchemaMode.CHECK if no_migrate else SchemaMode.MIGRATE
+        orch = await Orch.open(settings, schema=schema)
         try:
             runner = Daemon(orch, config)
             install_signal_handlers(runner)
@@ -244,7 +253,7 @@ def main() -> None:
         sys.exit(2)
     except (OrchError, EmbeddedUnavailable) as exc:
         click.echo(f"orch: error: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(getattr(exc, "exit_code", 1))  # a schema to migrate first: 2
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -1,6 +1,6 @@
 """The daemon: membership heartbeat, health checking, workflows, push delivery of the
-bus's push queues, the bus's upkeep (depth samples, retention) and the HTTP API, each a
-supervised task.
+bus's push queues, the bus's upkeep (depth samples, retention), the retention of spans
+and of the history tables, and the HTTP API, each a supervised task.
 
 Shutdown (SIGTERM/SIGINT) is graceful: the API stops accepting, in-flight health
 checks are cancelled and their leases released so another daemon takes them over at
@@ -91,7 +91,8 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-#: Batches of expired spans a daemon removes a round at most (the rest waits a round).
+#: Batches of expired spans (and of each history table) a daemon removes a round at most
+#: (the rest waits a round).
 _TRIM_ROUNDS = 20
 
 
@@ -155,6 +156,7 @@ class Daemon:
             self._supervisor.start("otlp", self._serve_otlp)
         await self.orch.tracing.start()
         self._supervisor.start("trace-upkeep", self._trace_upkeep_forever)
+        self._supervisor.start("history-upkeep", self._history_upkeep_forever)
         try:
             await self._stop.wait()
         finally:
@@ -212,6 +214,22 @@ class Daemon:
                         break
             except UNREACHABLE as exc:
                 log.warning("trace retention failed: %s", exc)
+            await self.orch.clock.sleep(self.config.retention_seconds)
+
+    async def _history_upkeep_forever(self) -> None:
+        """Call events, finished workflows' timelines, breaker transitions and audit
+        entries past their windows removed in batches, now and then (a table another
+        daemon is pruning is left to it)."""
+        while True:
+            try:
+                removed = await self.orch.retention.prune(max_batches=_TRIM_ROUNDS)
+                if any(removed.values()):
+                    log.info(
+                        "history retention",
+                        extra={"removed": {str(table): n for table, n in removed.items() if n}},
+                    )
+            except UNREACHABLE as exc:
+                log.warning("history retention failed: %s", exc)
             await self.orch.clock.sleep(self.config.retention_seconds)
 
     def _bind(self, host: str, port: int, *, into: list[socket.socket] | None = None) -> str:
@@ -294,6 +312,7 @@ class Daemon:
         await self._supervisor.wait("api", timeout=10.0)
         await self._supervisor.wait("otlp", timeout=10.0)
         await self._supervisor.stop("trace-upkeep")
+        await self._supervisor.stop("history-upkeep")
         await self._supervisor.stop()
         with contextlib.suppress(Exception):
             await self.orch.daemons.leave(self.daemon_id)

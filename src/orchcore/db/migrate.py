@@ -1,8 +1,15 @@
 """Ordered SQL migrations, applied once each, safe to run from many processes at once.
 
-Every process that opens the database (daemon, console, CLI, demo) calls
-:func:`migrate`. A session-level advisory lock serialises them: the first applies
-what is missing, the others wait and then find nothing to do.
+Only ``orch db migrate``, the daemon (unless ``--no-migrate``) and the demo call
+:func:`migrate`: an upgrade changes the schema when an operator means it to. Every other
+face opens with :func:`check_schema`, which refuses a schema older or newer than this
+orch's with one line that says what to do. A session-level advisory lock serialises
+concurrent migrators: the first applies what is missing, the others wait and then find
+nothing to do.
+
+Each applied migration's checksum (sha256 of its text) is recorded with it and compared
+on every migrate and check: a migration edited after it was applied is an error naming
+the file, because the databases that ran the old text would silently differ from new ones.
 
 PGMQ, the message bus's storage, is installed under the same lock before the first
 migration that uses it: the ``pgmq`` extension where the server has one (Supabase,
@@ -14,7 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from importlib import metadata, resources
 from pathlib import Path
 
@@ -22,6 +31,7 @@ import asyncpg
 
 from orchcore.db.pool import Connection
 from orchcore.db.queries import Queries
+from orchcore.errors import OrchError
 
 # An arbitrary constant: the advisory lock key that guards orch's migrations.
 MIGRATION_LOCK_KEY = 7_400_2026
@@ -33,6 +43,25 @@ log = logging.getLogger("orch.db")
 PGMQ_DISTRIBUTION = "pgmq"
 
 
+class SchemaMode(StrEnum):
+    """What opening the database does about its schema."""
+
+    #: apply what is missing (``orch db migrate``, the daemon, the demo)
+    MIGRATE = "migrate"
+    #: refuse, with what to do, unless the schema is exactly this orch's (every other face)
+    CHECK = "check"
+    #: neither: for a caller that looks at a bare database on purpose
+    UNCHECKED = "unchecked"
+
+
+class SchemaMismatch(OrchError):
+    """The database's schema is not the one this orch knows: older, newer, or edited."""
+
+    http_status = 503
+    #: the CLI's exit code for it: like bad input, the operator has something to do first
+    exit_code = 2
+
+
 @dataclass(frozen=True)
 class Migration:
     version: str
@@ -41,7 +70,12 @@ class Migration:
 
     @property
     def checksum(self) -> str:
+        # read_text translates line endings, so a checkout with CRLF sums the same
         return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.version}_{self.name}.sql"
 
 
 def available_migrations() -> list[Migration]:
@@ -54,15 +88,87 @@ def available_migrations() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
+def latest_version() -> str:
+    """The newest migration this orch carries: the schema version it needs."""
+    return available_migrations()[-1].version
+
+
+def refusal(
+    applied: Mapping[str, str], known: list[Migration], *, pending_allowed: bool
+) -> SchemaMismatch | None:
+    """Why this orch must not use a database whose ledger holds ``applied``
+    (version → recorded checksum); None when it may.
+
+    ``pending_allowed``: missing migrations are what a migrator is about to apply."""
+    edited = [m.file_name for m in known if applied.get(m.version, m.checksum) != m.checksum]
+    if edited:
+        return SchemaMismatch(
+            f"migration {', '.join(edited)} was edited after it was applied "
+            "(its checksum differs from the one the database recorded): restore the file "
+            "as released and put the change in a new migration"
+        )
+    latest = known[-1].version
+    unknown = sorted(set(applied) - {m.version for m in known})
+    if unknown:
+        return SchemaMismatch(
+            f"the database was migrated by a newer orch ({unknown[-1]} > {latest}): upgrade orch"
+        )
+    pending = [m.version for m in known if m.version not in applied]
+    if not pending or pending_allowed:
+        return None
+    if not applied:
+        return SchemaMismatch(
+            f"the database holds no orch schema, this orch needs {latest}: run `orch db migrate`"
+        )
+    at = max(applied)
+    gap = [version for version in pending if version < at]
+    missing = f" without {', '.join(gap)}" if gap else ""
+    return SchemaMismatch(
+        f"the database schema is at {at}{missing}, this orch needs {latest}: run `orch db migrate`"
+    )
+
+
+async def recorded_migrations(conn: Connection) -> dict[str, str]:
+    """Version → checksum of every migration the database records (none: no ledger)."""
+    if not await conn.fetchval(Q.migration_ledger_exists):
+        return {}
+    return {row["version"]: row["checksum"] for row in await conn.fetch(Q.applied_migrations)}
+
+
+async def check_schema(conn: Connection) -> None:
+    """Raise :class:`SchemaMismatch` unless the schema is exactly this orch's. Reads only."""
+    applied, known = await recorded_migrations(conn), available_migrations()
+    problem = refusal(applied, known, pending_allowed=False)
+    if problem is None:
+        return
+    if refusal(applied, known, pending_allowed=True) is None and await conn.fetchval(
+        Q.migration_in_progress, MIGRATION_LOCK_KEY
+    ):
+        # A daemon that just started is migrating: "run orch db migrate" would mislead.
+        at = max(applied) if applied else "none"
+        raise SchemaMismatch(
+            f"the database is being migrated to {known[-1].version} (at {at} now) by another "
+            "process: try again when it finishes"
+        )
+    raise problem
+
+
 async def migrate(conn: Connection) -> list[Migration]:
-    """Apply every migration not yet recorded; return the ones applied now."""
+    """Apply every migration not yet recorded; return the ones applied now.
+
+    Refuses (applying nothing) a database migrated by a newer orch or whose applied
+    migrations differ from this orch's files."""
     applied_now: list[Migration] = []
+    known = available_migrations()
     await conn.execute(Q.take_migration_lock, MIGRATION_LOCK_KEY)
     try:
         await conn.execute(Q.create_migration_ledger)
+        done = await recorded_migrations(conn)
+        problem = refusal(done, known, pending_allowed=True)
+        if problem is not None:
+            raise problem
         await install_pgmq(conn)
-        done = {row["version"]: row["checksum"] for row in await conn.fetch(Q.applied_migrations)}
-        for migration in available_migrations():
+        for migration in known:
             if migration.version in done:
                 continue
             async with conn.transaction():
@@ -77,9 +183,7 @@ async def migrate(conn: Connection) -> list[Migration]:
 
 
 async def pending_migrations(conn: Connection) -> list[Migration]:
-    done: set[str] = set()
-    if await conn.fetchval(Q.migration_ledger_exists):
-        done = {row["version"] for row in await conn.fetch(Q.applied_migrations)}
+    done = await recorded_migrations(conn)
     return [m for m in available_migrations() if m.version not in done]
 
 

@@ -15,6 +15,15 @@ CREATE TABLE IF NOT EXISTS orch_schema_migrations (
     applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
 )
 
+-- name: migration_in_progress
+-- Does a process of this database hold the migration lock? (A one-key advisory lock shows
+-- its key's high and low 32 bits as classid and objid, and objsubid 1.)
+SELECT EXISTS (
+    SELECT 1 FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND objsubid = 1
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND (classid::bigint << 32 | objid::bigint) = $1)
+
 -- name: migration_ledger_exists
 SELECT to_regclass('orch_schema_migrations') IS NOT NULL
 
