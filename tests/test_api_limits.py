@@ -133,3 +133,26 @@ async def test_a_missing_token_is_401_in_orchs_body(orch: Orch) -> None:
     assert body["error"] == "Unauthenticated"
     assert body["message"].startswith("missing bearer token")
     assert body["detail"] == body["message"]
+
+
+async def test_text_postgresql_cannot_store_is_bad_input_not_a_500(orch: Orch) -> None:
+    headers = await token(orch, "platform_engineer")
+    nul = "venue\u0000"
+    async with (
+        serve_api(orch) as base_url,
+        httpx.AsyncClient(base_url=base_url, headers=headers) as client,
+    ):
+        created = await client.post(SERVICES, json=SERVICE)
+        instances = f"{SERVICES}/{created.json()['id']}/instances"
+        instance = {"instance_id": "v-1", "ip_address": "10.0.0.5", "port": 80, "version": "1"}
+        answers = [
+            await client.get(f"{SERVICES}/venue%00"),  # a path parameter
+            await client.get("/api/orchestration/traces", params={"service": nul}),  # a query
+            await client.post(instances, json={**instance, "node_name": nul}),  # text
+            await client.post(instances, json={**instance, "metadata": {"zone": nul}}),  # jsonb
+        ]
+    for answer in answers:
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["message"] == (
+            "request: text may not contain the NUL character (U+0000)"
+        )

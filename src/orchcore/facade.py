@@ -14,18 +14,12 @@ import time
 from datetime import timedelta
 from functools import cached_property
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
 from uuid import UUID
 
 import asyncpg
 
-from orchcore.alerts import AlertStore
-from orchcore.auth import TokenStore
-from orchcore.bus import MessageBus
-from orchcore.callpath.caller import ServiceCaller
-from orchcore.callpath.events import ServiceEventRecorder
-from orchcore.callpath.identity import ORCH_IDENTITIES
 from orchcore.clock import Clock, SystemClock
 from orchcore.db import Database, Queries
 from orchcore.db.embedded import EmbeddedPostgres
@@ -33,20 +27,26 @@ from orchcore.db.listen import NotificationListener
 from orchcore.db.migrate import SchemaMode, check_schema, migrate
 from orchcore.db.pool import connect
 from orchcore.errors import OrchError
-from orchcore.membership import DaemonMembership
-from orchcore.mesh.store import MeshPolicies
-from orchcore.overview import SystemOverview, summarise
-from orchcore.registry import InstanceHealthChecker, ServiceDiscovery, ServiceRegistry
-from orchcore.resilience.breakers import CircuitBreakers
-from orchcore.resilience.ratelimit import RateLimiter
-from orchcore.saga.definitions import DefinitionStore
-from orchcore.saga.store import WorkflowStore
 from orchcore.settings import Settings
-from orchcore.tracing.forwarder import OtlpForwarder
-from orchcore.tracing.tracing import Tracing
 
 if TYPE_CHECKING:
+    from orchcore.alerts import AlertStore
+    from orchcore.auth.tokens import TokenStore
+    from orchcore.bus.bus import MessageBus
+    from orchcore.callpath.caller import ServiceCaller
+    from orchcore.callpath.events import ServiceEventRecorder
+    from orchcore.membership import DaemonMembership
+    from orchcore.mesh.store import MeshPolicies
+    from orchcore.overview import SystemOverview
+    from orchcore.registry.discovery import ServiceDiscovery
+    from orchcore.registry.health import InstanceHealthChecker
+    from orchcore.registry.store import ServiceRegistry
+    from orchcore.resilience.breakers import CircuitBreakers
+    from orchcore.resilience.ratelimit import RateLimiter
     from orchcore.retention import History, HistoryRetention
+    from orchcore.saga.definitions import DefinitionStore
+    from orchcore.saga.store import WorkflowStore
+    from orchcore.tracing.tracing import Tracing
 
 Q = Queries("orchcore")
 
@@ -86,37 +86,9 @@ class Orch:
         self.settings = settings
         self.listener = listener
         self._embedded = embedded
-        self.registry = ServiceRegistry(db, clock)
-        self.discovery = ServiceDiscovery(db, clock, listener)
-        self.tokens = TokenStore(db, clock, listener)
-        self.daemons = DaemonMembership(db, clock)
-        self.breakers = CircuitBreakers(db, clock, listener, holder=_process_identity())
-        self.mesh = MeshPolicies(db, clock, listener)
-        self.rate_limiter = RateLimiter(db, clock)
-        self.events = ServiceEventRecorder(db)
         self._trace_rng = random.Random()
-        self.tracing = Tracing(
-            db,
-            clock,
-            enabled=settings.tracing,
-            forwarder=OtlpForwarder(
-                settings.otlp_export_endpoint, headers=settings.otlp_export_headers
-            )
-            if settings.otlp_export_endpoint
-            else None,
-        )
         self._caller: ServiceCaller | None = None
         self._caller_lock = asyncio.Lock()
-        self.alerts = AlertStore(db, clock)
-        self.workflow_definitions = DefinitionStore(db, clock)
-        self.workflows = WorkflowStore(
-            db,
-            clock,
-            self.workflow_definitions,
-            known_source=self.is_known_source,
-            sampler=self._sample_trace,
-        )
-        self.bus = MessageBus(db, clock, listener)
 
     @classmethod
     async def open(
@@ -191,6 +163,8 @@ class Orch:
         return self._caller
 
     async def _start_caller(self) -> ServiceCaller:
+        from orchcore.callpath.caller import ServiceCaller
+
         await self.breakers.start()
         await self.mesh.start()
         await self.events.start()
@@ -212,9 +186,13 @@ class Orch:
             await self.events.stop()
             await self.mesh.stop()
             self._caller = None
-        await self.tracing.stop()
-        await self.discovery.stop()
-        await self.bus.close()
+        # Only what was made has anything to stop; asking now would make it.
+        if (tracing := self._made("tracing")) is not None:
+            await tracing.stop()
+        if (discovery := self._made("discovery")) is not None:
+            await discovery.stop()
+        if (bus := self._made("bus")) is not None:
+            await bus.close()
         if self.listener is not None:
             await self.listener.stop()
         await self.db.close()
@@ -233,11 +211,111 @@ class Orch:
     ) -> None:
         await self.close()
 
+    # -- each concern's API, made when a face first asks for it ------------------------
+    # A CLI verb uses one or two of them: making every one would import the whole engine
+    # (httpx, protobuf, every model) before the verb could answer.
+
+    @cached_property
+    def registry(self) -> ServiceRegistry:
+        from orchcore.registry.store import ServiceRegistry
+
+        return ServiceRegistry(self.db, self.clock)
+
+    @cached_property
+    def discovery(self) -> ServiceDiscovery:
+        from orchcore.registry.discovery import ServiceDiscovery
+
+        return ServiceDiscovery(self.db, self.clock, self.listener)
+
+    @cached_property
+    def tokens(self) -> TokenStore:
+        from orchcore.auth.tokens import TokenStore
+
+        return TokenStore(self.db, self.clock, self.listener)
+
+    @cached_property
+    def daemons(self) -> DaemonMembership:
+        from orchcore.membership import DaemonMembership
+
+        return DaemonMembership(self.db, self.clock)
+
+    @cached_property
+    def breakers(self) -> CircuitBreakers:
+        from orchcore.resilience.breakers import CircuitBreakers
+
+        return CircuitBreakers(self.db, self.clock, self.listener, holder=_process_identity())
+
+    @cached_property
+    def mesh(self) -> MeshPolicies:
+        from orchcore.mesh.store import MeshPolicies
+
+        return MeshPolicies(self.db, self.clock, self.listener)
+
+    @cached_property
+    def rate_limiter(self) -> RateLimiter:
+        from orchcore.resilience.ratelimit import RateLimiter
+
+        return RateLimiter(self.db, self.clock)
+
+    @cached_property
+    def events(self) -> ServiceEventRecorder:
+        from orchcore.callpath.events import ServiceEventRecorder
+
+        return ServiceEventRecorder(self.db)
+
+    @cached_property
+    def tracing(self) -> Tracing:
+        from orchcore.tracing.tracing import Tracing
+
+        settings = self.settings
+        forwarder = None
+        if settings.otlp_export_endpoint:
+            from orchcore.tracing.forwarder import OtlpForwarder
+
+            forwarder = OtlpForwarder(
+                settings.otlp_export_endpoint, headers=settings.otlp_export_headers
+            )
+        return Tracing(self.db, self.clock, enabled=settings.tracing, forwarder=forwarder)
+
+    @cached_property
+    def alerts(self) -> AlertStore:
+        from orchcore.alerts import AlertStore
+
+        return AlertStore(self.db, self.clock)
+
+    @cached_property
+    def workflow_definitions(self) -> DefinitionStore:
+        from orchcore.saga.definitions import DefinitionStore
+
+        return DefinitionStore(self.db, self.clock)
+
+    @cached_property
+    def workflows(self) -> WorkflowStore:
+        from orchcore.saga.store import WorkflowStore
+
+        return WorkflowStore(
+            self.db,
+            self.clock,
+            self.workflow_definitions,
+            known_source=self.is_known_source,
+            sampler=self._sample_trace,
+        )
+
+    @cached_property
+    def bus(self) -> MessageBus:
+        from orchcore.bus.bus import MessageBus
+
+        return MessageBus(self.db, self.clock, self.listener)
+
     @cached_property
     def retention(self) -> HistoryRetention:
         from orchcore.retention import HistoryRetention
 
         return HistoryRetention(self.db, self.clock, _history_windows(self.settings))
+
+    def _made(self, name: str) -> Any:
+        """The concern ``name`` if a face asked for it (cached_property keeps it here)."""
+        return self.__dict__.get(name)
 
     # -- conveniences the faces share ------------------------------------------------
 
@@ -262,6 +340,8 @@ class Orch:
 
     async def is_known_source(self, name: str) -> bool:
         """Whether calls may come from ``name``: one of orch's own, or a registered service."""
+        from orchcore.callpath.identity import ORCH_IDENTITIES
+
         return name in ORCH_IDENTITIES or await self.discovery.is_registered(name)
 
     async def ping(self) -> None:
@@ -269,9 +349,13 @@ class Orch:
         await self.db.fetchval(Q.ping)
 
     def health_checker(self, *, checker_id: UUID, actor: str) -> InstanceHealthChecker:
+        from orchcore.registry.health import InstanceHealthChecker
+
         return InstanceHealthChecker(self.db, self.clock, checker_id=checker_id, actor=actor)
 
     async def overview(self) -> SystemOverview:
+        from orchcore.overview import summarise
+
         services = await self.registry.list_services()
         daemons = await self.daemons.list()
         breakers = await self.breakers.state_counts()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticValidationError
 
-from orchcore.callpath.tls import TlsSettings
 from orchcore.errors import ValidationFailed
+
+if TYPE_CHECKING:
+    from orchcore.callpath.tls import TlsSettings
 
 #: History the daemons remove after so many days (0: kept forever), by setting:
 #: call events are the bulk and the least looked at; the audit log is kept for a year.
@@ -99,6 +102,9 @@ class Settings(BaseModel):
     def tls(self) -> TlsSettings | None:
         if not (self.tls_ca_file or self.tls_cert_file):
             return None
+        # Imported here: the TLS module brings httpx, which most CLI verbs never use.
+        from orchcore.callpath.tls import TlsSettings
+
         return TlsSettings(self.tls_ca_file, self.tls_cert_file, self.tls_key_file)
 
     @classmethod

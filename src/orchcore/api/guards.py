@@ -8,6 +8,8 @@ in orch's error body where Starlette would give its own.
 - An unexpected exception gets 500 with a reference the daemon's log repeats beside
   the traceback; the client never sees the exception's text.
 - A refused token gets 401 with the ``WWW-Authenticate`` challenge RFC 6750 asks for.
+- Text PostgreSQL cannot store (U+0000, in a path, a query or a body) gets 422, not
+  the 500 the database's refusal would otherwise become.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import uuid
 from collections.abc import Collection
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchcore.auth import Unauthenticated
-from orchcore.errors import OrchError, PayloadTooLarge
+from orchcore.errors import OrchError, PayloadTooLarge, ValidationFailed
 
 log = logging.getLogger("orch.api")
 
@@ -34,6 +37,8 @@ def install_guards(
     """Guard ``app``: bodies up to ``max_body_bytes`` (None: no limit here) except on
     the paths in ``own_limits``; orch's error body for 401 and 500."""
     app.add_exception_handler(Unauthenticated, _unauthenticated)
+    for unstorable in _UNSTORABLE_TEXT:
+        app.add_exception_handler(unstorable, _unstorable_text)
     app.add_middleware(
         RequestGuard, max_body_bytes=max_body_bytes, own_limits=frozenset(own_limits)
     )
@@ -44,6 +49,16 @@ async def _unauthenticated(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(
         error_body(exc), status_code=401, headers={"WWW-Authenticate": exc.challenge}
     )
+
+
+#: What PostgreSQL answers to U+0000 in text (22021) and in jsonb (22P05): no value can
+#: hold it, so it is always the request's fault.
+_UNSTORABLE_TEXT = (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError)
+
+
+async def _unstorable_text(_request: Request, _exc: Exception) -> JSONResponse:
+    refusal = ValidationFailed("request", "text may not contain the NUL character (U+0000)")
+    return JSONResponse(error_body(refusal), status_code=422)
 
 
 def error_body(exc: OrchError) -> dict[str, Any]:

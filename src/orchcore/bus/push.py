@@ -99,9 +99,16 @@ class PushEngine(Protocol):
     """What push delivery needs of the engine (the facade provides it)."""
 
     db: Database
-    bus: MessageBus
-    mesh: MeshPolicies
-    discovery: ServiceDiscovery
+
+    # Read-only: the facade makes each concern when it is first asked for.
+    @property
+    def bus(self) -> MessageBus: ...
+
+    @property
+    def mesh(self) -> MeshPolicies: ...
+
+    @property
+    def discovery(self) -> ServiceDiscovery: ...
 
     @property
     def clock(self) -> Clock: ...

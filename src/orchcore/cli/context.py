@@ -11,7 +11,6 @@ from typing import Any, ParamSpec, TypeVar
 import click
 
 from orchcore.errors import ValidationFailed
-from orchcore.facade import Orch
 from orchcore.settings import Settings
 
 P = ParamSpec("P")
@@ -35,6 +34,9 @@ def run_with_orch(
 
     @functools.wraps(coro_fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
+        # Imported here, when a verb runs: help and --version need none of the engine.
+        from orchcore.facade import Orch
+
         ctx = click.get_current_context()
         settings = settings_from(ctx)
 

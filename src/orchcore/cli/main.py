@@ -8,30 +8,62 @@ this orch cannot use (older: `orch db migrate`; newer or edited), 3 `orch mesh e
 
 from __future__ import annotations
 
+import importlib
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 import click
 
 from orchcore import __version__
-from orchcore.cli.breakers import breaker_group
-from orchcore.cli.bus import dlq_group, message_group, queue_group
-from orchcore.cli.call import call
-from orchcore.cli.context import json_option, run_with_orch, settings_from
-from orchcore.cli.db import db_group
-from orchcore.cli.instances import instance_group
-from orchcore.cli.mesh import mesh_group
-from orchcore.cli.output import age, emit, table
-from orchcore.cli.services import service_group
-from orchcore.cli.tokens import token_group
-from orchcore.cli.traces import service_map, trace_group
-from orchcore.cli.workflows import alert_group, workflow_group
-from orchcore.daemon.eventloop import run_event_loop
 from orchcore.db.embedded import EmbeddedUnavailable
 from orchcore.errors import OrchError, ValidationFailed
-from orchcore.facade import Orch
+
+#: Every verb but the two defined below, by where it lives. A verb's module (and what it
+#: imports: the engine, httpx, the API server) is imported only when that verb runs, or
+#: when help lists the verbs: `orch --version` imports none of them.
+VERBS: Mapping[str, str] = {
+    "alert": "orchcore.cli.workflows:alert_group",
+    "breaker": "orchcore.cli.breakers:breaker_group",
+    "call": "orchcore.cli.call:call",
+    "db": "orchcore.cli.db:db_group",
+    "demo": "orchcore.cli.demo:demo",
+    "dlq": "orchcore.cli.bus:dlq_group",
+    "instance": "orchcore.cli.instances:instance_group",
+    "map": "orchcore.cli.traces:service_map",
+    "mesh": "orchcore.cli.mesh:mesh_group",
+    "message": "orchcore.cli.bus:message_group",
+    "queue": "orchcore.cli.bus:queue_group",
+    "service": "orchcore.cli.services:service_group",
+    "status": "orchcore.cli.status:status",
+    "token": "orchcore.cli.tokens:token_group",
+    "trace": "orchcore.cli.traces:trace_group",
+    "workflow": "orchcore.cli.workflows:workflow_group",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyVerbs(click.Group):
+    """A group whose verbs are imported from :data:`VERBS` when first looked up."""
+
+    def __init__(self, *args: Any, lazy: Mapping[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self._lazy:
+            module, _, name = self._lazy[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), name))
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(
+    cls=LazyVerbs,
+    lazy=VERBS,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option(
     "--dsn",
     envvar="ORCH_DATABASE_URL",
@@ -43,83 +75,6 @@ from orchcore.facade import Orch
 def cli(ctx: click.Context, dsn: str | None) -> None:
     """orch: orchestration core and console of the wedding-services platform."""
     ctx.ensure_object(dict)["dsn"] = dsn
-
-
-cli.add_command(db_group)
-cli.add_command(service_group)
-cli.add_command(instance_group)
-cli.add_command(token_group)
-cli.add_command(breaker_group)
-cli.add_command(mesh_group)
-cli.add_command(call)
-cli.add_command(workflow_group)
-cli.add_command(alert_group)
-cli.add_command(queue_group)
-cli.add_command(message_group)
-cli.add_command(dlq_group)
-cli.add_command(trace_group)
-cli.add_command(service_map)
-
-
-@cli.command("status")
-@json_option
-@run_with_orch
-async def status(orch: Orch, as_json: bool) -> None:
-    """The system at a glance: services, instances, daemons."""
-    overview = await orch.overview()
-
-    def human() -> None:
-        click.echo(f"database:  {orch.database_label}")
-        click.echo(f"health:    {overview.health_percent:.0f}% of live instances healthy")
-        click.echo(
-            f"services:  {overview.services_healthy} healthy, "
-            f"{overview.services_degraded} degraded, {overview.services_unhealthy} "
-            f"unhealthy, {overview.services_idle} without instances of {overview.services_total}"
-        )
-        states = ", ".join(f"{n} {s}" for s, n in sorted(overview.instances_by_state.items()))
-        click.echo(f"instances: {states or 'none'}")
-        b = overview.breakers_by_state
-        click.echo(
-            f"breakers:  {b.get('open', 0) + b.get('forced_open', 0)} open, "
-            f"{b.get('half_open', 0)} half-open, {b.get('closed', 0)} closed"
-            + (f", {b['disabled']} disabled" if b.get("disabled") else "")
-        )
-        w = {k: n for k, n in overview.workflows_by_status.items() if n}
-        click.echo(
-            "workflows: "
-            + (", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(w.items())) or "none")
-            + (
-                f"; {overview.workflows_needing_intervention} need intervention"
-                if overview.workflows_needing_intervention
-                else ""
-            )
-        )
-        click.echo(f"alerts:    {overview.open_alerts} open")
-        click.echo(f"daemons:   {overview.daemons_alive} alive")
-        if overview.daemons:
-            table(
-                ["DAEMON", "LISTEN", "PID", "HEARTBEAT", "STATE"],
-                [
-                    (
-                        d.daemon_name,
-                        d.listen or "-",
-                        d.pid,
-                        age(d.heartbeat_at, orch.clock),
-                        "alive" if d.alive else ("stopped" if d.stopped_at else "lost"),
-                    )
-                    for d in overview.daemons
-                ],
-            )
-
-    emit(
-        {
-            **overview.model_dump(mode="json"),
-            "health_percent": overview.health_percent,
-            "database": orch.database_label,
-        },
-        as_json=as_json,
-        human=human,
-    )
 
 
 @cli.command("daemon")
@@ -183,9 +138,12 @@ def daemon(
     log_format: str | None,
 ) -> None:
     """Run the background work and serve the HTTP API until SIGTERM/SIGINT."""
+    from orchcore.cli.context import settings_from
+    from orchcore.daemon.eventloop import run_event_loop
     from orchcore.daemon.runner import Daemon, DaemonConfig, install_signal_handlers, parse_listen
     from orchcore.daemon.tls import listener_tls
     from orchcore.db.migrate import SchemaMode
+    from orchcore.facade import Orch
     from orchcore.logging_setup import configure_logging
 
     settings = settings_from(ctx)
@@ -220,21 +178,13 @@ def daemon(
 @click.pass_context
 def console(ctx: click.Context, readonly: bool) -> None:
     """Open the terminal console."""
+    from orchcore.cli.context import settings_from
     from orchtui.app import run_console
 
     settings = settings_from(ctx)
     code = run_console(settings, readonly=readonly, dsn=settings.database_url)
     if code:
         sys.exit(code)
-
-
-def _register_demo() -> None:
-    from orchcore.cli.demo import demo
-
-    cli.add_command(demo)
-
-
-_register_demo()
 
 
 def main() -> None:
