@@ -11,6 +11,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
+from pydantic_core import from_json
 
 log = logging.getLogger("orch.db")
 
@@ -34,7 +35,10 @@ def _encode_jsonb(value: Any) -> bytes:
 
 
 def _decode_jsonb(data: bytes) -> Any:
-    return json.loads(data[1:])
+    # pydantic-core's parser, about 4x json.loads on a span's tags (a 1,000-span trace
+    # reads 3,000 documents); PostgreSQL's jsonb holds nothing it would read otherwise
+    # (no NaN, no lone surrogates: jsonb refuses both on the way in).
+    return from_json(data[1:])
 
 
 def enable_keepalive(conn: Connection) -> bool:
