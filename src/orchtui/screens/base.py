@@ -9,10 +9,11 @@ from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Input, Static
 
 from orchtui.pane import Pane
 from orchtui.widgets.banner import ConnectionBanner
+from orchtui.widgets.footer import ConsoleFooter
 from orchtui.widgets.header import ConsoleHeader
 from orchtui.widgets.prompts import CommandBar, FilterBar
 
@@ -34,8 +35,7 @@ class ConsoleScreen(Screen[None]):
         with Horizontal(id="command-line", classes="prompt-line"):
             yield Static(":", classes="prompt-prefix")
             yield CommandBar(self._command_names)
-        # The palette key is an ordinary shown binding, so it is not drawn a second time.
-        yield Footer(show_command_palette=False)
+        yield ConsoleFooter()
 
     def compose_body(self) -> ComposeResult:
         raise NotImplementedError
