@@ -13,7 +13,7 @@ from textual.app import App
 
 from orchcore import Orch
 from orchtui.app import OrchConsole
-from orchtui.widgets import KeyedTable
+from orchtui.widgets import KeyedTable, LazyRows
 from tests.support.polling import eventually
 
 ACTOR = "test"
@@ -78,7 +78,7 @@ def table_keys(app: OrchConsole) -> list[str]:
     pane = app.active_pane
     assert pane is not None
     table = pane.filter_table
-    assert isinstance(table, KeyedTable)
+    assert isinstance(table, KeyedTable | LazyRows)
     return table.shown_keys
 
 
