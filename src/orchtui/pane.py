@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from textual.widget import Widget
 
@@ -35,6 +35,26 @@ if TYPE_CHECKING:
     from orchtui.app import OrchConsole
 
 SnapshotT = TypeVar("SnapshotT")
+
+
+class FilteredRows(Protocol):
+    """What ``/`` filters: a KeyedTable, or LazyRows for rows too many to hand a table."""
+
+    filter_text: str
+
+    @property
+    def row_count(self) -> int: ...
+
+    @property
+    def total_count(self) -> int: ...
+
+    @property
+    def selected_key(self) -> str | None: ...
+
+    def set_filter(self, text: str) -> None: ...
+
+    def focus(self, scroll_visible: bool = True) -> Any: ...
+
 
 #: A fetch that takes longer than this is abandoned and counted as a lost connection.
 FETCH_TIMEOUT_SECONDS = 10.0
@@ -89,7 +109,7 @@ class Pane(Widget, Generic[SnapshotT]):
         return self.TITLE
 
     @property
-    def filter_table(self) -> KeyedTable | None:
+    def filter_table(self) -> FilteredRows | None:
         """The table ``/`` filters (the pane's first table by default; None: no filter)."""
         tables = self.query(KeyedTable)
         return tables.first() if tables else None
@@ -106,6 +126,9 @@ class Pane(Widget, Generic[SnapshotT]):
     def on_mount(self) -> None:
         self.console.track_pane(self)
         self.update_border_title()
+        # Fetched as soon as it is on screen, not at the next refresh tick (up to a
+        # quarter of a second later): an opened trace or workflow shows at once.
+        self.call_later(self.console.fetch_if_visible, self)
 
     def on_unmount(self) -> None:
         self.console.untrack_pane(self)
