@@ -34,7 +34,8 @@ with open(os.environ["MODULES_OUT"], "w") as out:
     json.dump({"code": code, "modules": sorted(sys.modules)}, out)
 """
 
-#: What no quick verb needs: the API server, the daemon, the console, their frameworks.
+#: What a verb that reads needs none of: the API server, the daemon, the console and
+#: their frameworks, the call path and its HTTP client, OTLP's protobuf.
 NEVER_FOR_A_QUICK_VERB = (
     "fastapi",
     "uvicorn",
@@ -42,17 +43,13 @@ NEVER_FOR_A_QUICK_VERB = (
     "orchtui",
     "orchcore.daemon",
     "orchcore.api",
-)
-#: And what --version needs even less: the engine, the database driver, HTTP, protobuf.
-NEVER_FOR_VERSION = (
-    *NEVER_FOR_A_QUICK_VERB,
-    "orchcore.facade",
-    "asyncpg",
+    "orchcore.callpath.caller",
     "httpx",
     "google.protobuf",
     "opentelemetry",
-    "pydantic",
 )
+#: And --version none of the engine or the database driver either.
+NEVER_FOR_VERSION = (*NEVER_FOR_A_QUICK_VERB, "orchcore.facade", "asyncpg", "pydantic")
 
 EVERY_VERB = {*VERBS, "daemon", "console"}
 
@@ -89,7 +86,7 @@ async def test_version_imports_no_verb_and_no_engine(tmp_path: Path) -> None:
     assert sorted(modules & verb_modules) == []
 
 
-async def test_status_loads_the_engine_but_not_the_server_daemon_or_console(
+async def test_status_loads_the_engine_but_not_the_server_daemon_console_or_call_path(
     tmp_path: Path, dsn: str
 ) -> None:
     modules = await imported_by(tmp_path, "status", "--json", dsn=dsn)

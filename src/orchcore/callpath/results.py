@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json as jsonlib
 from dataclasses import dataclass, field
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from orchcore.errors import OrchError
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class CallFailed(OrchError):
@@ -117,6 +118,10 @@ class AttemptOutcome:
 
 def no_answer(exc: httpx.HTTPError, timeout: float) -> AttemptOutcome:
     """The outcome of an attempt httpx (or orch's transport) ended with ``exc``."""
+    # Imported here: a saga's reads import CallFailed, and httpx costs a CLI verb more
+    # than its query.
+    import httpx
+
     if isinstance(exc, httpx.TimeoutException):
         return _timed_out(exc, timeout)
     if isinstance(exc, httpx.ConnectError):
@@ -130,6 +135,8 @@ def no_answer(exc: httpx.HTTPError, timeout: float) -> AttemptOutcome:
 
 def _timed_out(exc: httpx.TimeoutException, timeout: float) -> AttemptOutcome:
     """Connect and pool timeouts end before a byte is sent; read and write ones after."""
+    import httpx
+
     if isinstance(exc, httpx.ConnectTimeout):
         return AttemptOutcome(None, "timeout", f"timed out after {timeout:g}s connecting", None)
     if isinstance(exc, httpx.PoolTimeout):

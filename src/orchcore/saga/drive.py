@@ -23,13 +23,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 from uuid import UUID, uuid4
 
 from asyncpg import Record
 
-from orchcore.bus import MessageBus
-from orchcore.callpath import ServiceCaller
 from orchcore.clock import Clock
 from orchcore.db import Database, Queries
 from orchcore.db.failures import is_transient
@@ -57,6 +55,12 @@ from orchcore.saga.status import (
 )
 from orchcore.tracing.sagaspans import SagaSpans
 from orchcore.tracing.spans import Span
+
+if TYPE_CHECKING:
+    # Annotations only: a face that reads workflows imports this module through the
+    # operator's actions and needs neither the call path (httpx) nor the bus.
+    from orchcore.bus.bus import MessageBus
+    from orchcore.callpath.caller import ServiceCaller
 
 Q = Queries("orchcore.saga")
 log = logging.getLogger("orch.saga")

@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from orchcore.callpath import CallDenied, CallFailed, ServiceCaller
+from orchcore.callpath.refusals import CallDenied
+from orchcore.callpath.results import CallFailed
 from orchcore.clock import Clock
 from orchcore.errors import NoHealthyInstanceError, NotFoundError, OrchError
 from orchcore.resilience.breakers import BreakerOpenError
@@ -28,6 +27,13 @@ from orchcore.saga.status import StepStatus
 from orchcore.storable import Unstorable, check_storable, loads_strict, storable_text
 from orchcore.tracing.sagaspans import COMPENSATE, FORWARD, step_traceparent
 
+if TYPE_CHECKING:
+    # Not at run time: the operator's actions import this module, and a CLI verb that
+    # only reads workflows should not pay for the call path and httpx.
+    import httpx
+
+    from orchcore.callpath.caller import ServiceCaller
+
 log = logging.getLogger("orch.saga")
 
 ONE_ATTEMPT = RetryPolicy.single_attempt()
@@ -37,8 +43,6 @@ _UNKNOWN = object()
 #: The largest answer a step keeps: it is stored with the step and mapped into the
 #: context, which every later step of the workflow carries.
 MAX_OUTPUT_BYTES = 1024 * 1024
-#: Exceptions that say the request itself is malformed: the same inputs fail again.
-_RECURRING = (httpx.InvalidURL, httpx.UnsupportedProtocol, UnicodeError, ValueError, TypeError)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -293,9 +297,18 @@ def _reason(output: Any, content: bytes) -> str:
     return storable_text(content[:300].decode(errors="replace"))
 
 
+def _recurring(exc: Exception) -> bool:
+    """Whether ``exc`` says the request itself is malformed: the same inputs fail again."""
+    import httpx  # here, not at the top: see the TYPE_CHECKING imports
+
+    return isinstance(
+        exc, httpx.InvalidURL | httpx.UnsupportedProtocol | UnicodeError | ValueError | TypeError
+    )
+
+
 def _unexpected(request: _Request, exc: Exception) -> Outcome:
     """An exception the call path did not turn into an answer or an OrchError."""
-    recurring = isinstance(exc, _RECURRING)
+    recurring = _recurring(exc)
     if not recurring:
         log.warning(
             "unexpected %s calling %s %s: %s",

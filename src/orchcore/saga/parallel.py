@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from orchcore.callpath import ServiceCaller
 from orchcore.saga import forward, planner
 from orchcore.saga.state import StepState
 from orchcore.saga.status import StepStatus
 
 if TYPE_CHECKING:
+    from orchcore.callpath.caller import ServiceCaller
     from orchcore.saga.drive import Drive
 
 
