@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import signal
 import socket
+import ssl
 from collections.abc import Callable
 
 
@@ -65,10 +66,13 @@ def json_response(status: bytes, body: bytes) -> bytes:
     )  # fmt: skip
 
 
-async def serve(protocol: Callable[[], asyncio.Protocol], port: int) -> None:
-    """Listen on loopback, print the port on one line, serve until SIGTERM or SIGINT."""
+async def serve(
+    protocol: Callable[[], asyncio.Protocol], port: int, tls: ssl.SSLContext | None = None
+) -> None:
+    """Listen on loopback (over TLS with ``tls``), print the port on one line, serve
+    until SIGTERM or SIGINT."""
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(protocol, "127.0.0.1", port)
+    server = await loop.create_server(protocol, "127.0.0.1", port, ssl=tls)
     print(server.sockets[0].getsockname()[1], flush=True)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -77,9 +81,26 @@ async def serve(protocol: Callable[[], asyncio.Protocol], port: int) -> None:
         await stop.wait()
 
 
+def server_tls(cert: str | None, key: str | None, client_ca: str | None) -> ssl.SSLContext | None:
+    """The service's TLS: its certificate and key, and with ``client_ca`` a client
+    certificate that CA issued required of every caller (mTLS)."""
+    if cert is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    if client_ca is not None:
+        context.load_verify_locations(client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
 def main(description: str, protocol: Callable[[], asyncio.Protocol]) -> None:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
+    parser.add_argument("--tls-cert", help="serve https with this certificate (PEM)")
+    parser.add_argument("--tls-key", help="the certificate's key (PEM)")
+    parser.add_argument("--tls-client-ca", help="require client certificates from this CA")
     args = parser.parse_args()
+    tls = server_tls(args.tls_cert, args.tls_key, args.tls_client_ca)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(protocol, args.port))
+        asyncio.run(serve(protocol, args.port, tls))

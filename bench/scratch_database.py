@@ -80,15 +80,18 @@ async def fill_registry(dsn: str, services: int, instances_per_service: int) -> 
         await conn.close()
 
 
-async def register_loopback_service(orch: Orch, name: str, port: int) -> None:
-    """``name`` with one instance, ``<name>-0`` on a loopback port, healthy by a TTL
-    heartbeat a day long (nothing expires it during a run; no checker is needed)."""
+async def register_loopback_service(
+    orch: Orch, name: str, port: int, *, scheme: str = "http"
+) -> None:
+    """``name`` with one instance, ``<name>-0`` on a loopback port (called over
+    ``scheme``), healthy by a TTL heartbeat a day long (nothing expires it during a
+    run; no checker is needed)."""
     await orch.registry.register_service(
         {
             "service_name": name,
             "service_type": "api",
             "deployment_environment": "staging",
-            "base_url": f"http://127.0.0.1:{port}",
+            "base_url": f"{scheme}://127.0.0.1:{port}",
             "health_check": {"kind": "ttl", "ttl_seconds": 86_400},
         },
         actor="bench",
