@@ -1,5 +1,6 @@
-"""The call path's plain-HTTP transport against real loopback servers that misbehave on cue,
-and what the call path makes of each failure: whether the service may have acted."""
+"""The call path's transport (over http; https in test_https_transport.py) against real
+loopback servers that misbehave on cue, and what the call path makes of each failure:
+whether the service may have acted."""
 
 from __future__ import annotations
 
