@@ -15,7 +15,7 @@ import asyncio
 import copy
 import time
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 from pydantic import ValidationError
@@ -23,16 +23,16 @@ from pydantic import ValidationError
 from orchcore.clock import Clock
 from orchcore.db import Connection, Database, Queries
 from orchcore.errors import ConflictError, NotFoundError, ValidationFailed
-from orchcore.saga import operator
-from orchcore.saga.drive import apply_command
 from orchcore.saga.models import CompensateWorkflowRequest, RetryWorkflowRequest
-from orchcore.saga.operator import OperatorRequest
 from orchcore.saga.persistence import loaded, write_changes
 from orchcore.saga.reads import WorkflowReader, as_workflow_id
 from orchcore.saga.state import WorkflowState
 from orchcore.saga.status import OperatorAction, WorkflowEvent
 from orchcore.saga.views import BatchItem, BatchResult, WorkflowDetail
 from orchcore.validation import parse
+
+if TYPE_CHECKING:
+    from orchcore.saga.operator import OperatorRequest
 
 Q = Queries("orchcore.saga")
 
@@ -156,8 +156,13 @@ class OperatorActions:
         reason: str | None,
     ) -> WorkflowDetail:
         """Apply ``action`` now, or queue it for the daemon that holds the workflow."""
+        # The transitions (and through them the whole saga engine) are imported when an
+        # operator acts, not with the store: every face reads workflows, few act on them.
+        from orchcore.saga import operator
+        from orchcore.saga.drive import apply_command
+
         key = as_workflow_id(workflow_id)
-        request = OperatorRequest(action=action, params=params, actor=actor, reason=reason)
+        request = operator.OperatorRequest(action=action, params=params, actor=actor, reason=reason)
         now = self._clock.now()
         async with self._db.transaction() as conn:
             row = await conn.fetchrow(Q.lock_workflow_whole, key)
@@ -184,6 +189,8 @@ class OperatorActions:
         self, conn: Connection, state: WorkflowState, request: OperatorRequest, now: datetime
     ) -> int:
         """Refuse now what the database's view already refuses; queue the rest."""
+        from orchcore.saga import operator
+
         operator.apply(copy.deepcopy(state), request, now, "")
         command_id: int = await conn.fetchval(
             Q.queue_command,
