@@ -35,7 +35,8 @@ with open(os.environ["MODULES_OUT"], "w") as out:
 """
 
 #: What a verb that reads needs none of: the API server, the daemon, the console and
-#: their frameworks, the call path and its HTTP client, OTLP's protobuf.
+#: their frameworks, the call path and its HTTP client, the saga engine's transitions,
+#: OTLP's protobuf.
 NEVER_FOR_A_QUICK_VERB = (
     "fastapi",
     "uvicorn",
@@ -44,6 +45,8 @@ NEVER_FOR_A_QUICK_VERB = (
     "orchcore.daemon",
     "orchcore.api",
     "orchcore.callpath.caller",
+    "orchcore.saga.drive",
+    "orchcore.saga.operator",
     "httpx",
     "google.protobuf",
     "opentelemetry",
