@@ -20,9 +20,10 @@ from typing import Any
 
 from orchcore.bus import envelope
 from orchcore.bus.dead_letters import DeadLetters
+from orchcore.bus.deliveries import Deliveries, Delivery
 from orchcore.bus.depth import QueueDepths
 from orchcore.bus.leases import LeasedConnections
-from orchcore.bus.logs import MessageLogWriter, event_record
+from orchcore.bus.logs import LogRecord, MessageLogWriter, event_record
 from orchcore.bus.models import (
     CreateMessageQueueRequest,
     DeadLetter,
@@ -36,6 +37,7 @@ from orchcore.bus.models import (
     PurgeRequest,
     QueueMetrics,
     QueueType,
+    ReceivedMessage,
     ReceiveRequest,
     ReceiveResponse,
     RedriveRequest,
@@ -93,6 +95,7 @@ class MessageBus:
         self._hot = LeasedConnections(db)
         self._dead = DeadLetters(db, clock, self.registry)
         self._depths = QueueDepths(db, clock, self.registry)
+        self._deliveries = Deliveries()
 
     async def close(self) -> None:
         await self.wakeups.close()
@@ -213,7 +216,13 @@ class MessageBus:
         rows = await self._read(queue, req, consumer)
         if not rows and req.wait_seconds > 0:
             rows = await self._wait_and_read(queue, req, consumer)
-        return ReceiveResponse(messages=[envelope.received(row) for row in rows])
+        return ReceiveResponse(messages=[self._hand_out(queue.name, row) for row in rows])
+
+    def _hand_out(self, queue_name: str, row: Any) -> ReceivedMessage:
+        opened = envelope.open_envelope(row["message"])
+        headers = envelope.string_headers(row["headers"])
+        self._deliveries.remember(queue_name, row["msg_id"], Delivery.of_row(row, opened, headers))
+        return envelope.received(row, opened, headers)
 
     async def _read(
         self, queue: QueueConfig, req: ReceiveRequest, consumer: str | None
@@ -265,11 +274,14 @@ class MessageBus:
         id is NotFoundError; in a batch, the ids not in the queue are left out."""
         ids = [message_id_of(m) for m in message_ids]
         queue = await self._consumable(queue_name, consumer)
-        rows = await self._hot.fetch(Q.ack, queue.name, ids)
-        if not rows and len(ids) == 1:
+        handed_out = self._deliveries.take(queue.name, ids)
+        unknown = [msg_id for msg_id in ids if msg_id not in handed_out]
+        deleted = await self._hot.fetch(Q.ack_handed_out, queue.name, list(handed_out))
+        rows = await self._hot.fetch(Q.ack, queue.name, unknown) if unknown else []
+        if not rows and not deleted and len(ids) == 1:
             raise NotFoundError("message", f"{queue_name}/{message_ids[0]}")
         who = consumer or OPERATOR
-        records = []
+        records = [_ack_record(queue.name, row, handed_out[row["msg_id"]], who) for row in deleted]
         for row in rows:
             processing = None
             if row["last_read_at"] is not None:
@@ -286,7 +298,7 @@ class MessageBus:
                 )
             )  # fmt: skip
         self.logs.record(records)
-        return [str(row["msg_id"]) for row in rows]
+        return [str(row["msg_id"]) for row in (*deleted, *rows)]
 
     async def nack(
         self,
@@ -301,6 +313,7 @@ class MessageBus:
         req = parse(NackRequest, request)
         msg_id = message_id_of(message_id)
         queue = await self._consumable(queue_name, consumer)
+        self._deliveries.forget(queue.name, msg_id)  # this delivery is answered
         who = consumer or OPERATOR
         row = await self._hot.fetchrow(
             Q.nack, queue.name, msg_id, req.delay_seconds, req.error_message,
@@ -356,6 +369,7 @@ class MessageBus:
         reason goes on the message's log, so a late message says why it was late."""
         msg_id = message_id_of(message_id)
         queue = await self._consumable(queue_name, consumer)
+        self._deliveries.forget(queue.name, msg_id)  # this delivery is answered
         row = await self._hot.fetchrow(Q.hand_back, queue.name, msg_id, max(delay_seconds, 0))
         if row is None:
             raise NotFoundError("message", f"{queue_name}/{message_id}")
@@ -379,6 +393,7 @@ class MessageBus:
         cannot help). Returns its id in the dead-letter queue (None without one)."""
         msg_id = message_id_of(message_id)
         queue = await self._consumable(queue_name, consumer)
+        self._deliveries.forget(queue.name, msg_id)  # this delivery is answered
         dead_id = await self._db.fetchval(
             Q.dead_letter_now, queue.name, msg_id, error, queue.dlq, consumer or OPERATOR
         )
@@ -449,6 +464,23 @@ def _with_queue(message: SendMessageRequest | dict[str, Any], queue_name: str, i
             f"messages.{index}.queue_name", f"a batch goes to one queue ({queue_name!r})"
         )
     return req
+
+
+def _ack_record(queue_name: str, row: Any, delivery: Delivery, consumer: str) -> LogRecord:
+    """An ack's record: the delete's time and size, and what the receive here knew."""
+    acked_at = row["acked_at"]
+    processing = None
+    if delivery.last_read_at is not None:
+        processing = int((acked_at - delivery.last_read_at).total_seconds() * 1000)
+    return event_record(
+        queue_name, row["msg_id"], MessageEvent.ACKED, acked_at,
+        consumer_service=consumer, retry_count=max(delivery.read_ct - 1, 0),
+        consumed_at=acked_at, processing_time_ms=processing,
+        produced_at=delivery.enqueued_at, delivered_at=delivery.last_read_at,
+        message_type=delivery.message_type, correlation_id=delivery.correlation_id,
+        producer_service=delivery.producer, message_size_bytes=row["size_bytes"],
+        headers=delivery.headers or None,
+    )  # fmt: skip
 
 
 def _envelope_facts(message: Any) -> dict[str, Any]:

@@ -148,15 +148,15 @@ def string_headers(headers: Any) -> dict[str, str]:
     }
 
 
-def received(row: Any) -> ReceivedMessage:
-    """A pgmq.message_record row as the consumer gets it."""
-    envelope = open_envelope(row["message"])
+def received(row: Any, envelope: Envelope, headers: dict[str, str]) -> ReceivedMessage:
+    """A pgmq.message_record row as the consumer gets it (its message opened, its
+    headers read: the receive keeps both for the ack, see orchcore.bus.deliveries)."""
     return ReceivedMessage(
         message_id=str(row["msg_id"]),
         message_type=envelope.message_type,
         message_payload=envelope.payload,
         correlation_id=envelope.correlation_id,
-        headers=string_headers(row["headers"]),
+        headers=headers,
         retry_count=max(int(row["read_ct"]) - 1, 0),
         produced_at=row["enqueued_at"],
     )

@@ -112,6 +112,11 @@ SELECT orch_bus_next_visible_in($1)
 -- in flight → gone (deleted); the message log keeps the record.
 SELECT * FROM orch_bus_ack($1, $2::bigint[])
 
+-- name: ack_handed_out
+-- in flight → gone (deleted), for messages received in this process: their facts are
+-- known (orchcore.bus.deliveries), so only the time and size come back.
+SELECT * FROM orch_bus_ack_delivered($1, $2::bigint[])
+
 -- name: nack
 -- in flight → ready after the delay, or → dead letter when that was its last delivery.
 SELECT outcome, read_ct, message, headers, enqueued_at, last_read_at, clock_timestamp() AS at
