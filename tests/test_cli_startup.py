@@ -35,8 +35,8 @@ with open(os.environ["MODULES_OUT"], "w") as out:
 """
 
 #: What a verb that reads needs none of: the API server, the daemon, the console and
-#: their frameworks, the call path and its HTTP client, the saga engine's transitions,
-#: OTLP's protobuf.
+#: their frameworks, the call path and its HTTP client, the saga engine (its planner,
+#: transitions and starter), OTLP's protobuf.
 NEVER_FOR_A_QUICK_VERB = (
     "fastapi",
     "uvicorn",
@@ -47,6 +47,8 @@ NEVER_FOR_A_QUICK_VERB = (
     "orchcore.callpath.caller",
     "orchcore.saga.drive",
     "orchcore.saga.operator",
+    "orchcore.saga.planner",
+    "orchcore.saga.starting",
     "httpx",
     "google.protobuf",
     "opentelemetry",

@@ -2,17 +2,25 @@
 
 Starting (:mod:`~orchcore.saga.starting`), reading (:mod:`~orchcore.saga.reads`) and
 operator actions with batches (:mod:`~orchcore.saga.actions`) live in modules of their
-own; the store puts them behind one object, so a face needs one name.
+own; the store puts them behind one object, so a face needs one name. The starter is
+made when a workflow is first started: it brings the planner and the step execution,
+which a face that only reads (`orch status`, `orch workflow list`) does not need.
 """
 
 from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from orchcore.clock import Clock
 from orchcore.db import Database
 from orchcore.saga.actions import BatchAction, OperatorActions
 from orchcore.saga.definitions import DefinitionStore
 from orchcore.saga.reads import ALL_STATUSES, WorkflowReader
-from orchcore.saga.starting import InlineDriver, KnownSource, RootSampler, WorkflowStarter
+
+if TYPE_CHECKING:
+    from orchcore.saga.models import StartWorkflowRequest, StartWorkflowResponse
+    from orchcore.saga.starting import InlineDriver, KnownSource, RootSampler, WorkflowStarter
 
 __all__ = ["ALL_STATUSES", "BatchAction", "WorkflowStore"]
 
@@ -28,11 +36,12 @@ class WorkflowStore:
         sampler: RootSampler | None = None,
     ) -> None:
         self.definitions = definitions
-        self._starter = WorkflowStarter(db, clock, definitions, known_source, sampler)
+        self._db = db
+        self._clock = clock
+        self._known_source = known_source
+        self._sampler = sampler
         self._reader = WorkflowReader(db, clock)
         self.actions = OperatorActions(db, clock, self._reader)
-        # starting
-        self.start = self._starter.start
         # reading
         self.status = self._reader.status
         self.detail = self._reader.detail
@@ -49,6 +58,24 @@ class WorkflowStore:
         self.retry_compensation = self.actions.retry_compensation
         self.mark_compensated = self.actions.mark_compensated
         self.batch = self.actions.batch
+
+    @cached_property
+    def _starter(self) -> WorkflowStarter:
+        from orchcore.saga.starting import WorkflowStarter
+
+        return WorkflowStarter(
+            self._db, self._clock, self.definitions, self._known_source, self._sampler
+        )
+
+    async def start(
+        self,
+        request: StartWorkflowRequest | dict[str, Any],
+        *,
+        actor: str,
+        traceparent: str | None = None,
+    ) -> StartWorkflowResponse:
+        """Start a workflow (see :meth:`~orchcore.saga.starting.WorkflowStarter.start`)."""
+        return await self._starter.start(request, actor=actor, traceparent=traceparent)
 
     @property
     def runner(self) -> InlineDriver | None:
