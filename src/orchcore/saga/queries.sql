@@ -333,6 +333,9 @@ SELECT * FROM workflow_events WHERE workflow_id = $1 ORDER BY id
 SELECT * FROM workflow_commands WHERE workflow_id = $1 AND state = 'pending' ORDER BY id
 
 -- name: list_workflows
+-- Newest first, by (started_at, id): one page read in index order (the listing
+-- indexes of migration 0012), after the keyset ($10, $11) of the last page's last row
+-- when given (else from $8 rows in).
 SELECT id, workflow_name, workflow_version, correlation_id, wedding_id, initiating_service,
        current_status, current_step, total_steps, started_at, completed_at, updated_at,
        next_run_at, lease_owner, error_details, phase
@@ -344,28 +347,40 @@ WHERE ($1::text[] IS NULL OR current_status = ANY($1))
   AND ($5::timestamptz IS NULL OR started_at >= $5)
   AND ($6::timestamptz IS NULL OR started_at < $6)
   AND ($9::uuid[] IS NULL OR id = ANY($9))
-ORDER BY started_at DESC, id
+  AND ($10::timestamptz IS NULL OR (started_at, id) < ($10, $11::uuid))
+ORDER BY started_at DESC, id DESC
 LIMIT $7 OFFSET $8
 
 -- name: count_workflows
-SELECT count(*) FROM distributed_workflows
-WHERE ($1::text[] IS NULL OR current_status = ANY($1))
-  AND ($2::text IS NULL OR workflow_name = $2)
-  AND ($3::uuid IS NULL OR wedding_id = $3)
-  AND ($4::text IS NULL OR correlation_id = $4)
-  AND ($5::timestamptz IS NULL OR started_at >= $5)
-  AND ($6::timestamptz IS NULL OR started_at < $6)
-  AND ($7::uuid[] IS NULL OR id = ANY($7))
+-- How many match, counted up to $8 rows (a filter beyond status may match most of a
+-- year's history; counting it whole is a scan). Status alone is counted exactly from
+-- workflow_status_counts instead (status_summary).
+SELECT count(*) FROM (
+    SELECT 1 FROM distributed_workflows
+    WHERE ($1::text[] IS NULL OR current_status = ANY($1))
+      AND ($2::text IS NULL OR workflow_name = $2)
+      AND ($3::uuid IS NULL OR wedding_id = $3)
+      AND ($4::text IS NULL OR correlation_id = $4)
+      AND ($5::timestamptz IS NULL OR started_at >= $5)
+      AND ($6::timestamptz IS NULL OR started_at < $6)
+      AND ($7::uuid[] IS NULL OR id = ANY($7))
+    LIMIT $8) AS capped
 
 -- name: status_summary
-SELECT current_status, count(*) AS n FROM distributed_workflows GROUP BY current_status
+-- Every workflow by status, from the counts a trigger keeps (migration 0012): the sum
+-- of each status's shards, not a scan of the history.
+SELECT current_status, sum(n)::bigint AS n FROM workflow_status_counts
+GROUP BY current_status HAVING sum(n) <> 0
 
 -- name: median_duration
+-- The 50 newest completed runs of a name, found newest first through
+-- idx_distributed_workflows_name (ordering by completed_at had no index to follow:
+-- it read every completed run of the name, most of a year's history).
 SELECT percentile_cont(0.5) WITHIN GROUP (
            ORDER BY extract(epoch FROM completed_at - started_at)) AS seconds
 FROM (SELECT started_at, completed_at FROM distributed_workflows
       WHERE workflow_name = $1 AND current_status = 'completed'
-      ORDER BY completed_at DESC LIMIT 50) recent
+      ORDER BY started_at DESC LIMIT 50) recent
 
 -- name: announce_workflows
 -- What changed without notifying by itself (see migration 0005): a driver's progress,

@@ -103,14 +103,22 @@ class WorkflowReader:
         ids: Sequence[UUID] | None = None,
         limit: int = 50,
         offset: int = 0,
+        after: str | None = None,
     ) -> GetWorkflowsResponse:
-        """The seed's GetWorkflowsResponse, filtered; status_summary covers every status."""
+        """The seed's GetWorkflowsResponse, filtered, newest first; status_summary covers
+        every status. ``after``: the ``next_cursor`` of the page before, to read the next
+        one by the index instead of counting ``offset`` rows past.
+
+        ``total`` is exact for a filter by status alone (from the kept counts); a filter
+        on anything else is counted up to :data:`COUNT_AT_MOST`, beyond which ``total``
+        is that bound and ``total_exact`` is false."""
         for value in status or []:
             if value not in ALL_STATUSES:
                 raise ValidationFailed(
                     "status", f"{value!r} is not one of {', '.join(ALL_STATUSES)}"
                 )
         wedding = as_uuid(wedding_id, "wedding_id") if wedding_id else None
+        keyset = parse_cursor(after) if after else (None, None)
         filters = (
             list(status) if status else None,
             name,
@@ -120,22 +128,61 @@ class WorkflowReader:
             started_before,
         )
         id_list = list(ids) if ids is not None else None
+        by_status_alone = id_list is None and not any(filters[1:])
         async with self._db.pool.acquire() as conn, conn.transaction(readonly=True):
-            rows = await conn.fetch(Q.list_workflows, *filters, limit, offset, id_list)
-            total = await conn.fetchval(Q.count_workflows, *filters, id_list)
-            summary_rows = await conn.fetch(Q.status_summary)
-        summary = {s.value: 0 for s in ALL_STATUSES}
-        summary |= {r["current_status"]: r["n"] for r in summary_rows}
+            # Each call's own plan: a plan cached for "every status" (newest first through
+            # the listing index) would walk a year of history to find the few active ones.
+            await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+            rows = await conn.fetch(Q.list_workflows, *filters, limit, offset, id_list, *keyset)
+            summary = _counts(await conn.fetch(Q.status_summary))
+            if by_status_alone:
+                chosen = set(status) if status else set(summary)
+                total, exact = sum(summary[s] for s in chosen), True
+            else:
+                counted = await conn.fetchval(
+                    Q.count_workflows, *filters, id_list, COUNT_AT_MOST + 1
+                )
+                total, exact = min(counted, COUNT_AT_MOST), counted <= COUNT_AT_MOST
         return GetWorkflowsResponse(
             workflows=[workflow_summary(r, self._clock.now()) for r in rows],
             status_summary=summary,
             total=total,
+            total_exact=exact,
+            next_cursor=cursor_of(rows[-1]) if rows and len(rows) == limit else None,
         )
 
     async def status_counts(self) -> dict[str, int]:
-        summary = {s.value: 0 for s in ALL_STATUSES}
-        summary |= {r["current_status"]: r["n"] for r in await self._db.fetch(Q.status_summary)}
-        return summary
+        return _counts(await self._db.fetch(Q.status_summary))
+
+
+#: How far a filter beyond status is counted: past it, a total is this lower bound.
+COUNT_AT_MOST = 10_000
+
+
+def _counts(rows: Sequence[asyncpg.Record]) -> dict[str, int]:
+    """Every status with its count (0 for those no workflow has)."""
+    summary = {s.value: 0 for s in ALL_STATUSES}
+    summary |= {r["current_status"]: r["n"] for r in rows}
+    return summary
+
+
+def cursor_of(row: asyncpg.Record) -> str:
+    """Where the next page starts: after this row, in the list's order."""
+    started_at: datetime = row["started_at"]
+    return f"{started_at.isoformat()}_{row['id']}"
+
+
+def parse_cursor(text: str) -> tuple[datetime, UUID]:
+    when, _, key = text.rpartition("_")
+    try:
+        started_at = datetime.fromisoformat(when)
+        if started_at.tzinfo is None:
+            raise ValueError("no time zone")
+        return started_at, UUID(key)
+    except ValueError:
+        raise ValidationFailed(
+            "after", f"{text!r} is not a cursor (next_cursor of an earlier page)"
+        ) from None
 
 
 def as_workflow_id(value: UUID | str) -> UUID:

@@ -35,6 +35,10 @@ class GetWorkflowsResponse(BaseModel):
     workflows: list[WorkflowSummary]
     status_summary: dict[str, int]
     total: int
+    #: False when ``total`` is a lower bound: a filter beyond status, counted only so far
+    total_exact: bool = True
+    #: Given as ``after``, the page after this one (None: this page is the last)
+    next_cursor: str | None = None
 
 
 class ErrorDetails(BaseModel):
