@@ -151,6 +151,8 @@ class OrchConsole(App[int]):
         self._failure: tuple[Pane[Any], BaseException] | None = None
         #: refresh ticks so far, paused or not (tests count them instead of sleeping)
         self.refresh_ticks = 0
+        #: one detail screen kept a kind of pane, shown again with the next such pane
+        self._detail_screens: dict[type[Pane[Any]], PaneScreen] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -338,8 +340,21 @@ class OrchConsole(App[int]):
         self.refresh_chrome()
 
     def open_detail(self, pane: Pane[Any]) -> None:
-        self.push_screen(PaneScreen(pane, command_names=command_names()))
+        self.push_screen(self._detail_screen_for(pane))
         self.call_after_refresh(self.refresh_chrome)
+
+    def _detail_screen_for(self, pane: Pane[Any]) -> PaneScreen:
+        """The kind's kept screen showing ``pane``; a new one the first time, or while the
+        kept one is on the stack already (a detail opened from a detail of its kind)."""
+        kept = self._detail_screens.get(type(pane))
+        if kept is not None and kept not in self.screen_stack:
+            kept.take(pane)
+            return kept
+        screen = PaneScreen(pane, command_names=command_names())
+        if kept is None:
+            self.install_screen(screen, name=f"detail:{type(pane).__name__}")
+            self._detail_screens[type(pane)] = screen
+        return screen
 
     def run_command(self, command: str) -> None:
         """What ``:`` does with what was typed."""

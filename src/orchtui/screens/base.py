@@ -105,6 +105,12 @@ class ConsoleScreen(Screen[None]):
         assert isinstance(app, OrchConsole)
         app.run_command(event.command)
 
+    def reset_prompts(self) -> None:
+        """Both prompts closed and empty, as a new screen has them."""
+        for bar in (self.query_one(FilterBar), self.query_one(CommandBar)):
+            bar.value = ""
+            self._prompt_line(bar).display = False
+
     @staticmethod
     def _prompt_line(bar: Input) -> Horizontal:
         line = bar.parent

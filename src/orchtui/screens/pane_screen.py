@@ -1,6 +1,9 @@
-"""A screen showing one detail pane (Instances of a service, later a workflow, ...).
+"""A screen showing one detail pane (Instances of a service, a workflow, a trace, ...).
 
-Esc goes back to where the operator came from; the pane beneath keeps its cursor.
+Esc goes back to where the operator came from; the pane beneath keeps its cursor. The
+console keeps one such screen a kind of pane and shows the next pane of that kind in it
+(:meth:`PaneScreen.take`): composing and styling a screen's chrome (header, prompts,
+footer) was most of what opening a detail cost.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from textual.app import ComposeResult
 
 from orchtui.pane import Pane
 from orchtui.screens.base import ConsoleScreen
+from orchtui.widgets.banner import ConnectionBanner
 
 
 class PaneScreen(ConsoleScreen):
@@ -28,3 +32,16 @@ class PaneScreen(ConsoleScreen):
 
     def on_mount(self) -> None:
         self._pane.focus_primary()
+
+    def take(self, pane: Pane[Any]) -> None:
+        """Show ``pane`` instead of the one shown before (this screen off the stack)."""
+        previous, self._pane = self._pane, pane
+        self.reset_prompts()
+        self.call_later(self._swap, previous, pane)
+
+    async def _swap(self, previous: Pane[Any], pane: Pane[Any]) -> None:
+        # Gone before the next comes: panes of a kind share their widget ids.
+        await previous.remove()
+        await self.mount(pane, after=self.query_one(ConnectionBanner))
+        if self._pane is pane:
+            pane.focus_primary()
