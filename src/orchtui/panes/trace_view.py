@@ -19,6 +19,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Literal
 
 from rich.console import Group, RenderableType
@@ -52,21 +53,46 @@ Role = Literal[
 
 @dataclass(frozen=True)
 class WaterfallRow:
-    span_id: str
-    depth: int
-    pieces: tuple[tuple[str, Role], ...]
+    span: SpanView
     #: the bar's first cell and the cell after its last, counted from the row's start
     bar_start: int
     bar_end: int
-    error: bool
     critical: bool
     fold: Fold
     #: spans hidden under this one while it is folded
     hidden: int
+    #: the cells the label takes (the same in every row)
+    label_width: int
+    #: where the bars' area starts in a row
+    bar_offset: int
+
+    @property
+    def span_id(self) -> str:
+        return self.span.span_id
+
+    @property
+    def depth(self) -> int:
+        return self.span.depth
+
+    @property
+    def error(self) -> bool:
+        return self.span.status_code == "error"
 
     @property
     def key(self) -> str:
-        return self.span_id
+        return self.span.span_id
+
+    @cached_property
+    def pieces(self) -> tuple[tuple[str, Role], ...]:
+        """The row's cells, made when first drawn (a screenful of a 1,000-span trace)."""
+        span, a, b = self.span, self.bar_start - self.bar_offset, self.bar_end - self.bar_offset
+        return (
+            (f"{CRITICAL_MARK if self.critical else ' '} ", "marker"),
+            *_label_pieces(span, self.fold, self.hidden, self.label_width),
+            (" " + span_took(span.duration_microseconds).rjust(TOOK_WIDTH) + " ", "took"),
+            (" " * a, "gap"),
+            (BAR * (b - a), "bar"),
+        )
 
     @property
     def text(self) -> str:
@@ -210,24 +236,16 @@ def waterfall_layout(
         a, b = bar_cells(
             span.start_time, end, axis_start=axis_start, total_seconds=total, width=bar_width
         )
-        pieces: list[tuple[str, Role]] = [
-            (f"{CRITICAL_MARK if span.span_id in critical else ' '} ", "marker"),
-            *_label_pieces(span, fold, hidden, label_width),
-            (" " + span_took(span.duration_microseconds).rjust(TOOK_WIDTH) + " ", "took"),
-            (" " * a, "gap"),
-            (BAR * (b - a), "bar"),
-        ]
         rows.append(
             WaterfallRow(
-                span_id=span.span_id,
-                depth=span.depth,
-                pieces=tuple(pieces),
+                span=span,
                 bar_start=bar_offset + a,
                 bar_end=bar_offset + b,
-                error=span.status_code == "error",
                 critical=span.span_id in critical,
                 fold=fold,
                 hidden=hidden,
+                label_width=label_width,
+                bar_offset=bar_offset,
             )
         )
     return Waterfall(
