@@ -335,7 +335,9 @@ SELECT * FROM workflow_commands WHERE workflow_id = $1 AND state = 'pending' ORD
 -- name: list_workflows
 -- Newest first, by (started_at, id): one page read in index order (the listing
 -- indexes of migration 0012), after the keyset ($10, $11) of the last page's last row
--- when given (else from $8 rows in).
+-- when given (else from $8 rows in). One status comes as $12 rather than in $1: an
+-- index is read in order for "= status", not for "= ANY(statuses)" (which would read
+-- and sort every match, all of a year's failed ones for one page).
 SELECT id, workflow_name, workflow_version, correlation_id, wedding_id, initiating_service,
        current_status, current_step, total_steps, started_at, completed_at, updated_at,
        next_run_at, lease_owner, error_details, phase
@@ -348,6 +350,7 @@ WHERE ($1::text[] IS NULL OR current_status = ANY($1))
   AND ($6::timestamptz IS NULL OR started_at < $6)
   AND ($9::uuid[] IS NULL OR id = ANY($9))
   AND ($10::timestamptz IS NULL OR (started_at, id) < ($10, $11::uuid))
+  AND ($12::text IS NULL OR current_status = $12)
 ORDER BY started_at DESC, id DESC
 LIMIT $7 OFFSET $8
 

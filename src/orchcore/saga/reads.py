@@ -119,8 +119,10 @@ class WorkflowReader:
                 )
         wedding = as_uuid(wedding_id, "wedding_id") if wedding_id else None
         keyset = parse_cursor(after) if after else (None, None)
+        statuses = list(dict.fromkeys(status)) if status else None
+        one_status = statuses[0] if statuses and len(statuses) == 1 else None
         filters = (
-            list(status) if status else None,
+            statuses,
             name,
             wedding,
             correlation_id,
@@ -133,10 +135,13 @@ class WorkflowReader:
             # Each call's own plan: a plan cached for "every status" (newest first through
             # the listing index) would walk a year of history to find the few active ones.
             await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-            rows = await conn.fetch(Q.list_workflows, *filters, limit, offset, id_list, *keyset)
+            listed = (None if one_status else statuses, *filters[1:])
+            rows = await conn.fetch(
+                Q.list_workflows, *listed, limit, offset, id_list, *keyset, one_status
+            )
             summary = _counts(await conn.fetch(Q.status_summary))
             if by_status_alone:
-                chosen = set(status) if status else set(summary)
+                chosen = statuses or list(summary)
                 total, exact = sum(summary[s] for s in chosen), True
             else:
                 counted = await conn.fetchval(
