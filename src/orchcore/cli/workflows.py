@@ -236,7 +236,8 @@ async def list_workflows(
         counts = ", ".join(
             f"{n} {s.replace('_', ' ')}" for s, n in found.status_summary.items() if n
         )
-        click.echo(f"\n{found.total} matching; all workflows: {counts or 'none'}")
+        matching = f"{found.total}{'' if found.total_exact else '+'}"  # + : counted so far
+        click.echo(f"\n{matching} matching; all workflows: {counts or 'none'}")
 
     emit(found, as_json=as_json, human=human)
 
