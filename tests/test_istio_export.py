@@ -999,7 +999,8 @@ async def test_api_export_names_what_was_left_out(orch: Orch) -> None:
     answers = schema["paths"]["/api/orchestration/mesh/export"]["get"]["responses"]["200"]
     assert answers["content"] == {
         "application/json": {"schema": {"$ref": "#/components/schemas/IstioExport"}},
-        "application/yaml": {"schema": {"type": "string"}},
+        # A stream of YAML documents: no one schema describes it (see api/mesh.py).
+        "application/yaml": {},
     }
 
 

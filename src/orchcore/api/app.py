@@ -7,10 +7,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from orchcore import __version__
 from orchcore.api import breakers, bus, calls, mesh, servicemap, services, traces, workflows
 from orchcore.api.auth import optional_principal
+from orchcore.api.contract import install_contract
 from orchcore.api.errors import install_error_handlers
 from orchcore.api.guards import install_guards
 from orchcore.auth import Action
@@ -19,6 +21,24 @@ from orchcore.facade import Orch
 #: How long /readyz waits for the database before it says "not ready" (a probe's own
 #: timeout is often a second or a few).
 READY_TIMEOUT_SECONDS = 3.0
+
+
+class Alive(BaseModel):
+    status: str = Field(description="ok")
+    daemon: str | None
+
+
+class Ready(BaseModel):
+    status: str = Field(description="ready")
+    daemon: str | None
+
+
+class NotReady(BaseModel):
+    status: str = Field(description="unavailable")
+    reason: str
+    detail: str | None = Field(
+        default=None, description="the database's error, told only to a token that may read"
+    )
 
 
 def create_app(orch: Orch, *, daemon_name: str | None = None) -> FastAPI:
@@ -40,13 +60,19 @@ def create_app(orch: Orch, *, daemon_name: str | None = None) -> FastAPI:
     app.include_router(traces.router)
     app.include_router(traces.otlp_router)
     app.include_router(servicemap.router)
+    install_contract(app)
 
-    @app.get("/healthz", tags=["probes"])
+    @app.get("/healthz", tags=["probes"], response_model=Alive)
     async def healthz() -> dict[str, Any]:
         """Liveness: the process answers."""
         return {"status": "ok", "daemon": daemon_name}
 
-    @app.get("/readyz", tags=["probes"])
+    @app.get(
+        "/readyz",
+        tags=["probes"],
+        response_model=Ready,
+        responses={503: {"model": NotReady, "description": "the database does not answer"}},
+    )
     async def readyz(request: Request) -> JSONResponse:
         """Readiness: the database answers. Why it does not is told only to an
         operator's token: the error's text names hosts, databases and users."""

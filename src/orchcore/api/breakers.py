@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
 from orchcore.api.auth import Caller, Engine, allowed
+from orchcore.api.contract import ContractRoute
 from orchcore.auth import Action
 from orchcore.resilience.breaker_metrics import GetCircuitBreakerMetricsResponse, breaker_metrics
 from orchcore.resilience.breakers import Breaker, CreateCircuitBreakerRequest
+from orchcore.textrules import NOT_BLANK_PATTERN
 
-router = APIRouter(prefix="/api/orchestration", tags=["circuit breakers"])
+router = APIRouter(
+    prefix="/api/orchestration", tags=["circuit breakers"], route_class=ContractRoute
+)
 
 
 class StateSummary(BaseModel):
@@ -29,7 +33,9 @@ class GetCircuitBreakersResponse(BaseModel):
 
 
 class ResetCircuitBreakerRequest(BaseModel):
-    reason: str = Field(min_length=1, max_length=500)
+    reason: str = Field(
+        min_length=1, max_length=500, json_schema_extra={"pattern": NOT_BLANK_PATTERN}
+    )
     force: bool = Field(
         default=False,
         description="accepted for the seed's shape; reset "
@@ -38,7 +44,9 @@ class ResetCircuitBreakerRequest(BaseModel):
 
 
 class OperatorReason(BaseModel):
-    reason: str = Field(min_length=1, max_length=500)
+    reason: str = Field(
+        min_length=1, max_length=500, json_schema_extra={"pattern": NOT_BLANK_PATTERN}
+    )
 
 
 @router.get(
@@ -87,22 +95,31 @@ async def reset_breaker(
     return await orch.breakers.reset(found.id, actor=caller.actor, reason=request.reason)
 
 
-@router.put(
-    "/circuit-breakers/{breaker_id}/{verb}",
-    response_model=Breaker,
-    dependencies=[allowed(Action.WRITE)],
-)
-async def force_open_or_disable(
-    breaker_id: str,
-    verb: Literal["force-open", "disable"],
-    request: OperatorReason,
-    orch: Engine,
-    caller: Caller,
-) -> Breaker:
-    """force-open: reject every call until reset; disable: let every call through."""
-    found = await orch.breakers.get_by_ref(breaker_id)
-    action = orch.breakers.force_open if verb == "force-open" else orch.breakers.disable
-    return await action(found.id, actor=caller.actor, reason=request.reason)
+def _operator_state(verb: Literal["force-open", "disable"]) -> Any:
+    async def force_open_or_disable(
+        breaker_id: str, request: OperatorReason, orch: Engine, caller: Caller
+    ) -> Breaker:
+        found = await orch.breakers.get_by_ref(breaker_id)
+        action = orch.breakers.force_open if verb == "force-open" else orch.breakers.disable
+        return await action(found.id, actor=caller.actor, reason=request.reason)
+
+    force_open_or_disable.__doc__ = {
+        "force-open": "Reject every call until reset.",
+        "disable": "Let every call through, whatever the breaker counts.",
+    }[verb]
+    return force_open_or_disable
+
+
+# One route a verb: /circuit-breakers/{id}/metrics then answers 405 to PUT, not 422.
+for _verb in ("force-open", "disable"):
+    router.add_api_route(
+        f"/circuit-breakers/{{breaker_id}}/{_verb}",
+        _operator_state(_verb),
+        methods=["PUT"],
+        name=f"{_verb.replace('-', '_')}_breaker",
+        response_model=Breaker,
+        dependencies=[allowed(Action.WRITE)],
+    )
 
 
 @router.get(

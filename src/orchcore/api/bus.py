@@ -9,14 +9,16 @@ bus checks the listing and answers 403 for a service not listed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, Field
 
 from orchcore.api.auth import Caller, Engine, allowed
+from orchcore.api.contract import ContractRoute
 from orchcore.auth import Action
 from orchcore.bus.models import (
+    MESSAGE_ID_PATTERN,
     CreateMessageQueueRequest,
     DeadLetter,
     DeadLetterActionResponse,
@@ -34,8 +36,15 @@ from orchcore.bus.models import (
     UpdateMessageQueueRequest,
 )
 from orchcore.errors import ValidationFailed
+from orchcore.textrules import NOT_BLANK_PATTERN
 
-router = APIRouter(prefix="/api/orchestration/messages", tags=["messages"])
+#: A message id in a path: PGMQ's msg_id in digits. The pattern documents what the bus
+#: checks (and names in its refusal).
+MessageId = Annotated[str, Path(json_schema_extra={"pattern": MESSAGE_ID_PATTERN})]
+
+router = APIRouter(
+    prefix="/api/orchestration/messages", tags=["messages"], route_class=ContractRoute
+)
 
 READ = [allowed(Action.READ)]
 WRITE = [allowed(Action.WRITE)]
@@ -65,7 +74,9 @@ class QueueDetail(BaseModel):
 
 
 class OperatorReason(BaseModel):
-    reason: str = Field(min_length=1, max_length=1000)
+    reason: str = Field(
+        min_length=1, max_length=1000, json_schema_extra={"pattern": NOT_BLANK_PATTERN}
+    )
 
 
 class BatchedMessage(SendMessageRequest):
@@ -249,7 +260,7 @@ async def receive(
     dependencies=CONSUME,
 )
 async def ack(
-    queue_name: str, message_id: str, orch: Engine, caller: Caller
+    queue_name: str, message_id: MessageId, orch: Engine, caller: Caller
 ) -> MessageActionResponse:
     await orch.bus.ack(queue_name, message_id, consumer=caller.bus_identity())
     return MessageActionResponse(queue_name=queue_name, message_id=message_id, status="acked")
@@ -263,7 +274,7 @@ async def ack(
 )
 async def nack(
     queue_name: str,
-    message_id: str,
+    message_id: MessageId,
     orch: Engine,
     caller: Caller,
     request: NackRequest | None = None,
@@ -285,7 +296,7 @@ async def nack(
     dependencies=CONSUME,
 )
 async def extend(
-    queue_name: str, message_id: str, request: ExtendRequest, orch: Engine, caller: Caller
+    queue_name: str, message_id: MessageId, request: ExtendRequest, orch: Engine, caller: Caller
 ) -> MessageActionResponse:
     await orch.bus.extend(queue_name, message_id, request, consumer=caller.bus_identity())
     return MessageActionResponse(queue_name=queue_name, message_id=message_id, status="extended")

@@ -16,14 +16,22 @@ from fastapi import APIRouter, Header
 from pydantic import BaseModel, Field
 
 from orchcore.api.auth import Caller, Engine, allowed
+from orchcore.api.contract import ContractRoute
 from orchcore.auth import Action
+from orchcore.callpath.endpoints import MAX_ENDPOINT_LENGTH
 from orchcore.callpath.identity import API_SOURCE, record_call_as
 
-router = APIRouter(prefix="/api/orchestration", tags=["calls"])
+router = APIRouter(prefix="/api/orchestration", tags=["calls"], route_class=ContractRoute)
 
 
 class CallRequest(BaseModel):
-    endpoint: str = Field(pattern=r"^/")
+    endpoint: str = Field(
+        pattern=r"^/",
+        max_length=MAX_ENDPOINT_LENGTH,
+        # What the call path refuses outright (control characters, a backslash, '#'),
+        # said in the schema; the call path checks the rest (see the contract test).
+        json_schema_extra={"pattern": "^/[^\\u0000-\\u001f\\u007f-\\u009f\\\\#]*$"},
+    )
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
     body: Any = None
     source: str | None = Field(

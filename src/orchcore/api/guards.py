@@ -25,8 +25,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from orchcore.api.errors import error_body
 from orchcore.auth import Unauthenticated
-from orchcore.errors import OrchError, PayloadTooLarge, ValidationFailed
+from orchcore.errors import PayloadTooLarge, ValidationFailed
 
 log = logging.getLogger("orch.api")
 
@@ -59,13 +60,6 @@ _UNSTORABLE_TEXT = (asyncpg.CharacterNotInRepertoireError, asyncpg.Untranslatabl
 async def _unstorable_text(_request: Request, _exc: Exception) -> JSONResponse:
     refusal = ValidationFailed("request", "text may not contain the NUL character (U+0000)")
     return JSONResponse(error_body(refusal), status_code=422)
-
-
-def error_body(exc: OrchError) -> dict[str, Any]:
-    """orch's error body ({"error", "message", "detail"}), as api/errors.py answers it."""
-    body = exc.to_dict()
-    body.setdefault("detail", body["message"])
-    return body
 
 
 class RequestGuard:

@@ -8,12 +8,13 @@ from fastapi import APIRouter, Query, status
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from orchcore.api.auth import Caller, Engine, allowed
+from orchcore.api.contract import ContractRoute
 from orchcore.auth import Action
 from orchcore.mesh.istio_export import IstioExport, export_istio
 from orchcore.mesh.models import CreateMeshPolicyRequest, MeshPolicy, UpdateMeshPolicyRequest
 from orchcore.mesh.store import ApplyPolicyResponse, GetMeshPoliciesResponse
 
-router = APIRouter(prefix="/api/orchestration/mesh", tags=["mesh"])
+router = APIRouter(prefix="/api/orchestration/mesh", tags=["mesh"], route_class=ContractRoute)
 
 
 @router.get(
@@ -72,17 +73,27 @@ async def apply_policy(policy_id: str, orch: Engine, caller: Caller) -> ApplyPol
 
 @router.get(
     "/export",
-    # Declared as JSON so the IstioExport schema is documented under application/json;
-    # the default answer, YAML, is a string.
+    # Declared as JSON so the IstioExport schema is documented under application/json.
+    # The default answer is application/yaml: a stream of YAML documents (one a
+    # resource, for kubectl apply -f), which no one schema describes (a parser reads
+    # one document, or none from an export with nothing in it), so it has none.
     response_class=JSONResponse,
     dependencies=[allowed(Action.READ)],
     responses={
+        404: {"description": "no service of that name"},
         200: {
             "model": IstioExport,
-            "content": {"application/yaml": {"schema": {"type": "string"}}},
-            "description": "YAML, each part left out named by a comment at the top; with "
-            "output=json, the documents and what was left out",
-        }
+            "content": {"application/yaml": {}},
+            "description": "application/yaml (the default): the Istio resources as YAML "
+            "documents, each part left out named by a comment at the top; with "
+            "output=json: the documents and what was left out",
+            "headers": {
+                "X-Orch-Left-Out": {
+                    "description": "how many policies or services were left out",
+                    "schema": {"type": "integer", "minimum": 0},
+                }
+            },
+        },
     },
 )
 async def export(

@@ -6,11 +6,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from orchcore.api.auth import Engine, allowed
+from orchcore.api.contract import ContractRoute
 from orchcore.auth import Action
 from orchcore.tracing.servicemap import ServiceMapReader
 from orchcore.tracing.servicemap_models import GetServiceMapResponse
 
-router = APIRouter(prefix="/api/orchestration", tags=["observability"])
+router = APIRouter(prefix="/api/orchestration", tags=["observability"], route_class=ContractRoute)
 
 
 @router.get(

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, status
 from pydantic import BaseModel
 
 from orchcore.api.auth import Caller, Engine, allowed
+from orchcore.api.contract import ContractRoute
 from orchcore.auth import Action, Principal
 from orchcore.registry.models import (
     HeartbeatRequest,
@@ -19,7 +20,7 @@ from orchcore.registry.models import (
     UpdateServiceRequest,
 )
 
-router = APIRouter(prefix="/api/orchestration", tags=["services"])
+router = APIRouter(prefix="/api/orchestration", tags=["services"], route_class=ContractRoute)
 
 
 class ServiceResourceUsage(BaseModel):

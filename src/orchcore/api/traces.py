@@ -10,13 +10,13 @@ the request's encoding. A service or operator token is needed, like every route.
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import Response
 
 from orchcore.api.auth import Engine, allowed
+from orchcore.api.contract import ContractRoute, Timestamp
 from orchcore.auth import Action
 from orchcore.errors import ValidationFailed
 from orchcore.tracing.models import GetTraceDetailsResponse, GetTracesResponse, SearchTracesRequest
@@ -25,16 +25,87 @@ from orchcore.tracing.tracing import MAX_EXPORT_BYTES, Overloaded
 
 READ = [allowed(Action.READ)]
 
-router = APIRouter(prefix="/api/orchestration", tags=["traces"])
-otlp_router = APIRouter(tags=["otlp"])
+router = APIRouter(prefix="/api/orchestration", tags=["traces"], route_class=ContractRoute)
+
+#: The content codings OTLP ingest reads (case-insensitive, as RFC 9110 has it).
+CONTENT_ENCODING_PATTERN = (
+    "^[ \\t]*([Gg][Zz][Ii][Pp]|[Xx]-[Gg][Zz][Ii][Pp]|[Ii][Dd][Ee][Nn][Tt][Ii][Tt][Yy])?[ \\t]*$"
+)
+#: The longest duration a filter names: about 31 years, far inside what the spans'
+#: microseconds (int64) hold.
+MAX_DURATION_MS = 1_000_000_000_000.0
+Duration = Annotated[float | None, Query(ge=0, le=MAX_DURATION_MS)]
+#: W3C's trace id: 32 hex digits (the length says 32), not all zero; the path may
+#: spell them in upper case.
+TRACE_ID_PATTERN = "^0*[1-9a-fA-F][0-9a-fA-F]*$"
+otlp_router = APIRouter(tags=["otlp"], route_class=ContractRoute)
 
 
-@otlp_router.post("/v1/traces", dependencies=[allowed(Action.INGEST_TRACES)])
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_RPC_STATUS = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "description": "google.rpc.Status",
+                "properties": {"code": {"type": "integer"}, "message": {"type": "string"}},
+                "required": ["code", "message"],
+            }
+        },
+        "application/x-protobuf": _BINARY,
+    }
+}
+#: OTLP/HTTP's request and answers, in its two encodings; refusals are google.rpc.Status
+#: in the request's encoding, not orch's error body (only the token's 401/403 are).
+OTLP_OPENAPI = {
+    "x-orch-own-refusals": True,
+    "requestBody": {
+        "required": True,
+        "description": "an ExportTraceServiceRequest (Content-Encoding gzip allowed)",
+        "content": {
+            # OTLP's JSON mapping of protobuf: fields it does not know are ignored,
+            # and what it does know the receiver checks (answering 400 with why).
+            "application/json": {"schema": {"type": "object"}},
+            "application/x-protobuf": _BINARY,
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "an ExportTraceServiceResponse; partial_success names what was "
+            "rejected and why",
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "application/x-protobuf": _BINARY,
+            },
+        },
+        "400": {"description": "a body that cannot be read as OTLP", **_RPC_STATUS},
+        "413": {"description": f"a body over {MAX_EXPORT_BYTES} bytes", **_RPC_STATUS},
+        "415": {
+            "description": "neither application/json nor application/x-protobuf",
+            **_RPC_STATUS,
+        },
+        "503": {
+            "description": "spans wait to be written (Retry-After says when to retry)",
+            **_RPC_STATUS,
+        },
+    },
+}
+
+
+@otlp_router.post(
+    "/v1/traces", dependencies=[allowed(Action.INGEST_TRACES)], openapi_extra=OTLP_OPENAPI
+)
 async def export_traces(
     request: Request,
     orch: Engine,
     content_type: Annotated[str, Header()] = "",
-    content_encoding: Annotated[str | None, Header()] = None,
+    content_encoding: Annotated[
+        str,
+        Header(
+            description="gzip, or none",
+            json_schema_extra={"pattern": CONTENT_ENCODING_PATTERN},
+        ),
+    ] = "",
 ) -> Response:
     body = await _read_capped(request, MAX_EXPORT_BYTES)
     is_json = content_type.split(";", 1)[0].strip().lower() == "application/json"
@@ -101,8 +172,8 @@ async def list_traces(
     orch: Engine,
     service: str | None = None,
     errors_only: bool = False,
-    min_duration_ms: Annotated[float | None, Query(ge=0)] = None,
-    since: datetime | None = None,
+    min_duration_ms: Duration = None,
+    since: Timestamp | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
 ) -> GetTracesResponse:
@@ -124,10 +195,10 @@ async def search_traces(
     tags: Annotated[
         str | None, Query(description='JSON object, e.g. {"peer.service":"venue"}')
     ] = None,
-    duration_min_ms: Annotated[float | None, Query(ge=0)] = None,
-    duration_max_ms: Annotated[float | None, Query(ge=0)] = None,
-    start_time: datetime | None = None,
-    end_time: datetime | None = None,
+    duration_min_ms: Duration = None,
+    duration_max_ms: Duration = None,
+    start_time: Timestamp | None = None,
+    end_time: Timestamp | None = None,
     has_errors: bool = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 20,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
@@ -148,7 +219,10 @@ async def search_traces(
 
 
 @router.get("/traces/{trace_id}", response_model=GetTraceDetailsResponse, dependencies=READ)
-async def get_trace(trace_id: str, orch: Engine) -> GetTraceDetailsResponse:
+async def get_trace(
+    trace_id: Annotated[str, Path(min_length=32, max_length=32, pattern=TRACE_ID_PATTERN)],
+    orch: Engine,
+) -> GetTraceDetailsResponse:
     return await orch.tracing.trace(trace_id)
 
 

@@ -7,10 +7,11 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Query, Response, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from orchcore.alerts import Alert
 from orchcore.api.auth import Caller, Engine, allowed
+from orchcore.api.contract import ContractRoute, Timestamp
 from orchcore.auth import Action
 from orchcore.saga.models import (
     CompensateWorkflowRequest,
@@ -20,14 +21,20 @@ from orchcore.saga.models import (
     StartWorkflowResponse,
     WorkflowDefinition,
 )
+from orchcore.saga.status import WorkflowStatus
 from orchcore.saga.views import (
     BatchResult,
     GetWorkflowsResponse,
     GetWorkflowStatusResponse,
     WorkflowDetail,
 )
+from orchcore.textrules import NOT_BLANK_PATTERN
 
-router = APIRouter(prefix="/api/orchestration", tags=["workflows"])
+router = APIRouter(prefix="/api/orchestration", tags=["workflows"], route_class=ContractRoute)
+
+#: A status filter's value: statuses, comma-separated (empty items are skipped).
+_ONE_STATUS = "|".join(WorkflowStatus)
+STATUS_FILTER_PATTERN = f"^({_ONE_STATUS})?(,({_ONE_STATUS})?)*$"
 #: An action on a workflow a daemon drives waits for the call in flight: the answer is
 #: 202 with the action in pending_actions and what it waits for in in_flight.
 QUEUED: dict[int | str, dict[str, Any]] = {
@@ -59,13 +66,32 @@ class SkipStepRequest(BaseModel):
 
 class MarkCompensatedRequest(BaseModel):
     step_name: str | None = None
-    note: str = Field(min_length=1, max_length=1000)
+    note: str = Field(
+        min_length=1, max_length=1000, json_schema_extra={"pattern": NOT_BLANK_PATTERN}
+    )
+
+
+def _one_filter_given(given: str, value: dict[str, Any]) -> dict[str, Any]:
+    return {"required": [given], "properties": {given: value}}
 
 
 class BatchRequest(BaseModel):
-    status: list[str] | None = None
+    # The engine acts only on what a filter matches: one of these must say something.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                _one_filter_given("status", {"type": "array", "minItems": 1}),
+                _one_filter_given("workflow_name", {"type": "string", "minLength": 1}),
+                _one_filter_given("wedding_id", {"type": "string"}),
+                _one_filter_given("started_after", {"type": "string"}),
+                _one_filter_given("started_before", {"type": "string"}),
+            ]
+        }
+    )
+
+    status: list[WorkflowStatus] | None = None
     workflow_name: str | None = None
-    wedding_id: str | None = None
+    wedding_id: UUID | None = None
     started_after: datetime | None = None
     started_before: datetime | None = None
     reason: str | None = Field(default=None, max_length=500)
@@ -107,13 +133,15 @@ async def get_definition(
 async def list_workflows(
     orch: Engine,
     status_: Annotated[
-        list[str] | None, Query(alias="status", description="repeat or comma-separate")
+        # The pattern documents what the engine checks (and names in its refusal).
+        list[Annotated[str, Field(json_schema_extra={"pattern": STATUS_FILTER_PATTERN})]] | None,
+        Query(alias="status", description="repeat or comma-separate"),
     ] = None,
     name: str | None = None,
-    wedding_id: str | None = None,
+    wedding_id: UUID | None = None,
     correlation_id: str | None = None,
-    started_after: datetime | None = None,
-    started_before: datetime | None = None,
+    started_after: Timestamp | None = None,
+    started_before: Timestamp | None = None,
     limit: int = Query(default=50, ge=1, le=1000),
     offset: int = Query(default=0, ge=0),
 ) -> GetWorkflowsResponse:
@@ -121,7 +149,7 @@ async def list_workflows(
     return await orch.workflows.list_workflows(
         status=statuses,
         name=name,
-        wedding_id=wedding_id,
+        wedding_id=str(wedding_id) if wedding_id else None,
         correlation_id=correlation_id,
         started_after=started_after,
         started_before=started_before,
@@ -167,9 +195,9 @@ async def batch(
         actor=caller.actor,
         reason=request.reason,
         dry_run=request.dry_run,
-        status=request.status,
+        status=[str(s) for s in request.status] if request.status is not None else None,
         name=request.workflow_name,
-        wedding_id=request.wedding_id,
+        wedding_id=str(request.wedding_id) if request.wedding_id else None,
         started_after=request.started_after,
         started_before=request.started_before,
         workflow_ids=request.workflow_ids,
@@ -222,27 +250,38 @@ async def compensate(
     return answered(detail, response)
 
 
-@router.post(
-    "/workflows/{workflow_id}/{verb}",
-    response_model=WorkflowDetail,
-    responses=QUEUED,
-    dependencies=WRITE,
-)
-async def lifecycle(
-    workflow_id: str,
-    verb: Literal["pause", "resume", "cancel"],
-    orch: Engine,
-    caller: Caller,
-    response: Response,
-    request: Reason | None = None,
-) -> WorkflowDetail:
-    action = getattr(orch.workflows, verb)
-    detail: WorkflowDetail = await action(
-        await orch.workflows.find(workflow_id),
-        actor=caller.actor,
-        reason=request.reason if request else None,
+def _lifecycle(verb: Literal["pause", "resume", "cancel"]) -> Any:
+    async def lifecycle(
+        workflow_id: str,
+        orch: Engine,
+        caller: Caller,
+        response: Response,
+        request: Reason | None = None,
+    ) -> WorkflowDetail:
+        action = getattr(orch.workflows, verb)
+        detail: WorkflowDetail = await action(
+            await orch.workflows.find(workflow_id),
+            actor=caller.actor,
+            reason=request.reason if request else None,
+        )
+        return answered(detail, response)
+
+    lifecycle.__doc__ = f"{verb.capitalize()} the workflow."
+    return lifecycle
+
+
+# One route a verb, not one route with the verb as a parameter: a path like
+# /workflows/{id}/status then answers 405 to POST, not 422 for an unknown verb.
+for _verb in ("pause", "resume", "cancel"):
+    router.add_api_route(
+        f"/workflows/{{workflow_id}}/{_verb}",
+        _lifecycle(_verb),
+        methods=["POST"],
+        name=f"{_verb}_workflow",
+        response_model=WorkflowDetail,
+        responses=QUEUED,
+        dependencies=WRITE,
     )
-    return answered(detail, response)
 
 
 @router.post(
@@ -317,10 +356,22 @@ async def list_alerts(orch: Engine, include_resolved: bool = False) -> list[Aler
     return await orch.alerts.list_alerts(open_only=not include_resolved)
 
 
-@router.post("/alerts/{alert_id}/{verb}", response_model=Alert, dependencies=WRITE)
-async def change_alert(
-    alert_id: UUID, verb: Literal["acknowledge", "resolve"], orch: Engine, caller: Caller
-) -> Alert:
-    action = getattr(orch.alerts, verb)
-    alert: Alert = await action(alert_id, actor=caller.actor)
-    return alert
+def _alert_change(verb: Literal["acknowledge", "resolve"]) -> Any:
+    async def change_alert(alert_id: UUID, orch: Engine, caller: Caller) -> Alert:
+        action = getattr(orch.alerts, verb)
+        alert: Alert = await action(alert_id, actor=caller.actor)
+        return alert
+
+    change_alert.__doc__ = f"{verb.capitalize()} the alert."
+    return change_alert
+
+
+for _change in ("acknowledge", "resolve"):
+    router.add_api_route(
+        f"/alerts/{{alert_id}}/{_change}",
+        _alert_change(_change),
+        methods=["POST"],
+        name=f"{_change}_alert",
+        response_model=Alert,
+        dependencies=WRITE,
+    )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
@@ -15,6 +15,8 @@ from pydantic import BaseModel, Field
 #: PGMQ's own clients do (a name is folded into identifiers ``pgmq.q_<name>``).
 QUEUE_NAME = r"^[a-z][a-z0-9_]{0,42}$"
 DLQ_SUFFIX = "_dlq"
+#: PGMQ's msg_id (a bigint) written in digits; one above 2**63 - 1 is refused as well.
+MESSAGE_ID_PATTERN = r"^0*[0-9]{1,19}$"
 
 
 class QueueType(StrEnum):
@@ -44,7 +46,8 @@ class MonitoringConfig(BaseModel):
 class CreateMessageQueueRequest(BaseModel):
     queue_name: str = Field(pattern=QUEUE_NAME)
     queue_type: QueueType = QueueType.QUEUE
-    message_pattern: str | None = None  # topic: routing-key pattern of the bound queues
+    # topic: routing-key pattern of the bound queues
+    message_pattern: str | None = Field(default=None, min_length=1)
     producer_services: list[str] = Field(default_factory=list)
     consumer_services: list[str] = Field(default_factory=list)
     retention_hours: int = Field(default=168, ge=1, le=24 * 365)
@@ -60,7 +63,7 @@ class CreateMessageQueueRequest(BaseModel):
 class UpdateMessageQueueRequest(BaseModel):
     """Only the fields given change."""
 
-    message_pattern: str | None = None
+    message_pattern: str | None = Field(default=None, min_length=1)
     producer_services: list[str] | None = None
     consumer_services: list[str] | None = None
     retention_hours: int | None = Field(default=None, ge=1, le=24 * 365)
@@ -194,7 +197,8 @@ class DeadLetter(BaseModel):
 
 
 class RedriveRequest(BaseModel):
-    message_ids: list[str] | None = None  # None: every dead letter of the queue
+    # None: every dead letter of the queue
+    message_ids: list[Annotated[str, Field(pattern=MESSAGE_ID_PATTERN)]] | None = None
     reason: str = Field(min_length=1, max_length=1000)
 
 

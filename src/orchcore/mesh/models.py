@@ -48,6 +48,9 @@ SECTIONS_BY_TYPE: dict[str, frozenset[str]] = {
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
 _SERVICE_REF = re.compile(r"^(\*|[a-z][a-z0-9-]{0,62})$")
+#: A service name or '*' (any), as the validators check it; the pattern says it in the
+#: JSON Schema.
+ServiceRef = Annotated[str, Field(json_schema_extra={"pattern": _SERVICE_REF.pattern})]
 
 #: Validation context for rows read back from the database: see the module docstring.
 STORED_ROW: dict[str, Any] = {"stored_row": True}
@@ -165,7 +168,11 @@ class _Strict(BaseModel):
 class LoadBalancingConfig(_Strict):
     algorithm: Literal["round_robin", "least_connections", "weighted"]
     weights: dict[str, int] | None = Field(
-        default=None, description="instance id or version → weight (weighted algorithm)"
+        default=None,
+        description="instance id or version → weight (weighted algorithm)",
+        json_schema_extra={
+            "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 1000}
+        },
     )
 
     @field_validator("weights")
@@ -218,8 +225,8 @@ class RuleConditions(_Strict):
 
 
 class AuthorizationRule(_Strict):
-    from_: list[str] = Field(alias="from", min_length=1)
-    to: list[str] = Field(min_length=1)
+    from_: list[ServiceRef] = Field(alias="from", min_length=1)
+    to: list[ServiceRef] = Field(min_length=1)
     when: RuleConditions = Field(default_factory=RuleConditions)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -304,11 +311,11 @@ def _check_services(value: list[str]) -> list[str]:
     return value
 
 
-ServiceRefs = Annotated[list[str], AfterValidator(_check_services)]
+ServiceRefs = Annotated[list[ServiceRef], AfterValidator(_check_services)]
 
 
 class CreateMeshPolicyRequest(_Strict):
-    policy_name: str
+    policy_name: str = Field(json_schema_extra={"pattern": _NAME.pattern})
     policy_type: PolicyType
     source_services: ServiceRefs = Field(default_factory=list, description="empty: any source")
     target_services: ServiceRefs = Field(default_factory=list, description="empty: any target")

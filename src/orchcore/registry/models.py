@@ -11,9 +11,11 @@ from uuid import UUID
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     IPvAnyAddress,
+    WithJsonSchema,
     computed_field,
     field_validator,
     model_validator,
@@ -75,17 +77,36 @@ def _check_unique(names: list[str]) -> list[str]:
     return names
 
 
-ServiceName = Annotated[str, AfterValidator(check_service_name)]
-Version = Annotated[str, AfterValidator(_check_version)]
-UrlPath = Annotated[str, AfterValidator(_check_path)]
-HttpUrl = Annotated[str, AfterValidator(_check_url)]
-ServiceNames = Annotated[list[ServiceName], AfterValidator(_check_unique)]
+# The patterns put in the JSON Schema what the validators check (their refusals say it
+# in words).
+ServiceName = Annotated[
+    str,
+    AfterValidator(check_service_name),
+    Field(json_schema_extra={"pattern": _SERVICE_NAME.pattern}),
+]
+Version = Annotated[
+    str, AfterValidator(_check_version), Field(json_schema_extra={"pattern": _VERSION.pattern})
+]
+UrlPath = Annotated[str, AfterValidator(_check_path), Field(json_schema_extra={"pattern": "^/"})]
+HttpUrl = Annotated[
+    str,
+    AfterValidator(_check_url),
+    Field(
+        json_schema_extra={
+            "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#@:\[\]]+(:[0-9]*)?([/?#].*)?$"
+        }
+    ),
+]
+ServiceNames = Annotated[
+    list[ServiceName], AfterValidator(_check_unique), Field(json_schema_extra={"uniqueItems": True})
+]
+Quantity = Annotated[str, Field(json_schema_extra={"pattern": _QUANTITY.pattern})]
 
 
 class ResourceRequirements(_Strict):
-    cpu_limit: str = Field(description="Kubernetes quantity, e.g. 500m or 2")
-    memory_limit: str = Field(description="Kubernetes quantity, e.g. 512Mi")
-    storage_limit: str | None = None
+    cpu_limit: Quantity = Field(description="Kubernetes quantity, e.g. 500m or 2")
+    memory_limit: Quantity = Field(description="Kubernetes quantity, e.g. 512Mi")
+    storage_limit: Quantity | None = None
 
     @field_validator("cpu_limit", "memory_limit", "storage_limit")
     @classmethod
@@ -161,13 +182,29 @@ class RegisterServiceRequest(_Strict):
         return self
 
 
-class UpdateServiceRequest(_Strict):
-    """Partial<RegisterServiceRequest>: only the fields given change."""
+def _not_null(schema: dict[str, Any]) -> None:
+    """A field's JSON Schema without its null: it may be left out, not set to null."""
+    choices = [choice for choice in schema.pop("anyOf", []) if choice != {"type": "null"}]
+    if len(choices) == 1:
+        schema.update(choices[0])
+    elif choices:
+        schema["anyOf"] = choices
 
-    service_version: Version | None = None
-    service_type: ServiceType | None = None
+
+def _kept() -> Any:
+    """A field left out, not given as null: the service always has one."""
+    return Field(default=None, json_schema_extra=_not_null)
+
+
+class UpdateServiceRequest(_Strict):
+    """Partial<RegisterServiceRequest>: only the fields given change. A field every
+    service has (its version, type, environment, health check and balancing) may be
+    left out but not set to null."""
+
+    service_version: Version | None = _kept()
+    service_type: ServiceType | None = _kept()
     service_description: str | None = None
-    deployment_environment: Environment | None = None
+    deployment_environment: Environment | None = _kept()
     base_url: HttpUrl | None = None
     health_check_endpoint: UrlPath | None = None
     metrics_endpoint: UrlPath | None = None
@@ -177,8 +214,31 @@ class UpdateServiceRequest(_Strict):
     configuration_schema: dict[str, Any] | None = None
     resource_requirements: ResourceRequirements | None = None
     scaling_config: ScalingConfig | None = None
-    health_check: HealthCheckConfig | None = None
-    load_balancing: LoadBalancing | None = None
+    health_check: HealthCheckConfig | None = _kept()
+    load_balancing: LoadBalancing | None = _kept()
+
+    @model_validator(mode="after")
+    def _kept_fields_not_null(self) -> UpdateServiceRequest:
+        for name in _KEPT_FIELDS:
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name}: may not be null (leave it out to keep it)")
+        return self
+
+
+_KEPT_FIELDS = (
+    "service_version",
+    "service_type",
+    "deployment_environment",
+    "health_check",
+    "load_balancing",
+)
+
+
+def _address_text(value: Any) -> Any:
+    # pydantic also reads an address from a number (0 is 0.0.0.0); the API's is text.
+    if not isinstance(value, str):
+        raise ValueError("must be an IPv4 or IPv6 address written as text")
+    return value
 
 
 class RegisterInstanceRequest(_Strict):
@@ -186,7 +246,14 @@ class RegisterInstanceRequest(_Strict):
 
     instance_id: str = Field(min_length=1, max_length=253)
     node_name: str = Field(default="", max_length=253)
-    ip_address: IPvAnyAddress
+    ip_address: Annotated[
+        IPvAnyAddress,
+        BeforeValidator(_address_text),
+        WithJsonSchema,
+        WithJsonSchema(
+            {"anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}]}
+        ),
+    ]
     port: int = Field(ge=1, le=65535)
     version: str = Field(min_length=1, max_length=64)
     metadata: dict[str, Any] = Field(default_factory=dict)

@@ -27,7 +27,7 @@ from pydantic.alias_generators import to_camel
 from orchcore.bus.models import QUEUE_NAME
 from orchcore.callpath.headers import check_header_value
 from orchcore.callpath.refusals import InvalidCallError
-from orchcore.saga.paths import PathError, check_path, check_template
+from orchcore.saga.paths import PATH, PathError, check_path, check_template
 from orchcore.storable import plain_text, storable_document
 
 Text = Annotated[str, AfterValidator(plain_text)]
@@ -41,9 +41,17 @@ def _header_safe(value: str) -> str:
         raise ValueError(exc.reason) from None
 
 
-CorrelationId = Annotated[str, AfterValidator(_header_safe)]
+#: What a header value may hold (callpath/headers.py), said in the JSON Schema.
+HEADER_VALUE_PATTERN = "^[\\t\\u0020-\\u007e\\u0080-\\u00ff]*$"
+CorrelationId = Annotated[
+    str, AfterValidator(_header_safe), Field(json_schema_extra={"pattern": HEADER_VALUE_PATTERN})
+]
 Document = Annotated[dict[str, Any], AfterValidator(storable_document)]
 
+#: What a step's method may be, in any case (the validator upper-cases it).
+SERVICE_CALL_METHOD_PATTERN = (
+    "^([Gg][Ee][Tt]|[Pp][Oo][Ss][Tt]|[Pp][Uu][Tt]|[Pp][Aa][Tt][Cc][Hh]|[Dd][Ee][Ll][Ee][Tt][Ee])$"
+)
 StepType = Literal["service_call", "decision", "parallel", "delay", "publish"]
 CompensationStrategy = Literal["all", "partial", "none"]
 
@@ -77,8 +85,18 @@ def _mapping(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
-Mapping_ = Annotated[dict[str, str], AfterValidator(_mapping)]
-Endpoint = Annotated[str, AfterValidator(_endpoint)]
+Mapping_ = Annotated[
+    dict[str, str],
+    AfterValidator(_mapping),
+    # Both sides are dotted paths: what _mapping checks, said in the JSON Schema.
+    Field(
+        json_schema_extra={
+            "propertyNames": {"pattern": PATH.pattern},
+            "additionalProperties": {"type": "string", "pattern": PATH.pattern},
+        }
+    ),
+]
+Endpoint = Annotated[str, AfterValidator(_endpoint), Field(json_schema_extra={"pattern": "^/"})]
 
 
 class _Model(BaseModel):
@@ -156,7 +174,11 @@ class DecisionConditions(_Model):
     missing target means: continue with the next step.
     """
 
-    if_: dict[str, Any] = Field(alias="if", validation_alias=AliasChoices("if", "if_"))
+    if_: dict[str, Any] = Field(
+        alias="if",
+        validation_alias=AliasChoices("if", "if_"),
+        json_schema_extra={"minProperties": 1, "propertyNames": {"pattern": PATH.pattern}},
+    )
     then: str | None = None
     else_: str | None = Field(
         default=None, alias="else", validation_alias=AliasChoices("else", "else_")
@@ -209,7 +231,7 @@ class WorkflowStep(_WithOutbox):
     order: int = Field(ge=0, le=10_000)
     service_name: str | None = None
     endpoint: Endpoint | None = None
-    method: str = "POST"
+    method: str = Field(default="POST", json_schema_extra={"pattern": SERVICE_CALL_METHOD_PATTERN})
     input_mapping: Mapping_ = Field(default_factory=dict)
     output_mapping: Mapping_ = Field(default_factory=dict)
     compensation_action: CompensationAction | None = None
