@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: two cores), seeded so it is the same run every time.
 MAX_EXAMPLES = 5
 SEED = 20261203
-#: What the fuzz run may take at most, on a busy two-core machine.
-FUZZ_TIMEOUT_SECONDS = 170
+#: A guard against a hung run, not its budget: the run takes 80-120 s on two busy cores.
+FUZZ_TIMEOUT_SECONDS = 240
 
 
 @pytest.fixture

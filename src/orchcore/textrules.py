@@ -10,3 +10,10 @@ NOT_BLANK_PATTERN = (
     "[^\\t-\\r\\u001c-\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a"
     "\\u2028\\u2029\\u202f\\u205f\\u3000]"
 )
+
+#: What one HTTP header value may hold (callpath/headers.py): visible latin-1, spaces
+#: and tabs; no CR, LF, NUL or other control characters.
+HEADER_VALUE_PATTERN = "^[\\t\\u0020-\\u007e\\u0080-\\u00ff]*$"
+
+#: A Kubernetes namespace (a DNS-1123 label), as the Istio export checks it.
+DNS_LABEL_PATTERN = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"

@@ -19,7 +19,9 @@ from orchcore.api.auth import Caller, Engine, allowed
 from orchcore.api.contract import ContractRoute
 from orchcore.auth import Action
 from orchcore.callpath.endpoints import MAX_ENDPOINT_LENGTH
+from orchcore.callpath.headers import MAX_VALUE_LENGTH
 from orchcore.callpath.identity import API_SOURCE, record_call_as
+from orchcore.textrules import HEADER_VALUE_PATTERN
 
 router = APIRouter(prefix="/api/orchestration", tags=["calls"], route_class=ContractRoute)
 
@@ -40,8 +42,17 @@ class CallRequest(BaseModel):
         max_length=200,
         description="calling service; a service token's own service (or absent)",
     )
-    idempotency_key: str | None = None
-    correlation_id: str | None = None
+    # Sent as headers: what a header value may hold (the call path checks it).
+    idempotency_key: str | None = Field(
+        default=None,
+        max_length=MAX_VALUE_LENGTH,
+        json_schema_extra={"pattern": HEADER_VALUE_PATTERN},
+    )
+    correlation_id: str | None = Field(
+        default=None,
+        max_length=MAX_VALUE_LENGTH,
+        json_schema_extra={"pattern": HEADER_VALUE_PATTERN},
+    )
     timeout_seconds: float | None = Field(default=None, gt=0, le=300)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, status
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -13,6 +13,7 @@ from orchcore.auth import Action
 from orchcore.mesh.istio_export import IstioExport, export_istio
 from orchcore.mesh.models import CreateMeshPolicyRequest, MeshPolicy, UpdateMeshPolicyRequest
 from orchcore.mesh.store import ApplyPolicyResponse, GetMeshPoliciesResponse
+from orchcore.textrules import DNS_LABEL_PATTERN
 
 router = APIRouter(prefix="/api/orchestration/mesh", tags=["mesh"], route_class=ContractRoute)
 
@@ -99,7 +100,9 @@ async def apply_policy(policy_id: str, orch: Engine, caller: Caller) -> ApplyPol
 async def export(
     orch: Engine,
     service: str | None = None,
-    namespace: str = "default",
+    namespace: Annotated[
+        str, Query(description="a DNS-1123 label", json_schema_extra={"pattern": DNS_LABEL_PATTERN})
+    ] = "default",
     format: str = Query(default="istio", pattern="^istio$"),
     output: Literal["yaml", "json"] = "yaml",
 ) -> Response:

@@ -143,7 +143,8 @@ async def list_workflows(
     started_after: Timestamp | None = None,
     started_before: Timestamp | None = None,
     limit: int = Query(default=50, ge=1, le=1000),
-    offset: int = Query(default=0, ge=0),
+    # Bounded (the database's OFFSET is a bigint); next_cursor reads on past any page.
+    offset: int = Query(default=0, ge=0, le=10_000_000),
 ) -> GetWorkflowsResponse:
     statuses = [s for value in status_ or [] for s in value.split(",") if s] or None
     return await orch.workflows.list_workflows(

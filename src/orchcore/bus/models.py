@@ -39,8 +39,9 @@ class MessageEvent(StrEnum):
 
 
 class MonitoringConfig(BaseModel):
-    alert_on_backlog: int | None = Field(default=None, ge=0)
-    alert_on_processing_time: int | None = Field(default=None, ge=0)  # ms
+    # Bounded as the database's integer is (the rules compare them in SQL).
+    alert_on_backlog: int | None = Field(default=None, ge=0, le=2_147_483_647)
+    alert_on_processing_time: int | None = Field(default=None, ge=0, le=2_147_483_647)  # ms
 
 
 class CreateMessageQueueRequest(BaseModel):

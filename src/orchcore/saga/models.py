@@ -29,6 +29,7 @@ from orchcore.callpath.headers import check_header_value
 from orchcore.callpath.refusals import InvalidCallError
 from orchcore.saga.paths import PATH, PathError, check_path, check_template
 from orchcore.storable import plain_text, storable_document
+from orchcore.textrules import HEADER_VALUE_PATTERN
 
 Text = Annotated[str, AfterValidator(plain_text)]
 
@@ -41,8 +42,6 @@ def _header_safe(value: str) -> str:
         raise ValueError(exc.reason) from None
 
 
-#: What a header value may hold (callpath/headers.py), said in the JSON Schema.
-HEADER_VALUE_PATTERN = "^[\\t\\u0020-\\u007e\\u0080-\\u00ff]*$"
 CorrelationId = Annotated[
     str, AfterValidator(_header_safe), Field(json_schema_extra={"pattern": HEADER_VALUE_PATTERN})
 ]
@@ -166,6 +165,10 @@ class CompensationAction(_Model):
     timeout_seconds: float = Field(default=30, gt=0, le=3600)
 
 
+#: The operators a decision's condition may use.
+CONDITION_OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "exists")
+
+
 class DecisionConditions(_Model):
     """``if`` holds when every path matches; then go to ``then``, else to ``else``.
 
@@ -177,7 +180,17 @@ class DecisionConditions(_Model):
     if_: dict[str, Any] = Field(
         alias="if",
         validation_alias=AliasChoices("if", "if_"),
-        json_schema_extra={"minProperties": 1, "propertyNames": {"pattern": PATH.pattern}},
+        json_schema_extra={
+            "minProperties": 1,
+            "propertyNames": {"pattern": PATH.pattern},
+            # a value (equality), or an object of operators
+            "additionalProperties": {
+                "anyOf": [
+                    {"not": {"type": "object"}},
+                    {"type": "object", "propertyNames": {"enum": list(CONDITION_OPERATORS)}},
+                ]
+            },
+        },
     )
     then: str | None = None
     else_: str | None = Field(
@@ -197,7 +210,7 @@ class DecisionConditions(_Model):
         for path, test in value.items():
             _path(path)
             if isinstance(test, dict):
-                unknown = set(test) - {"eq", "ne", "gt", "gte", "lt", "lte", "in", "exists"}
+                unknown = set(test) - set(CONDITION_OPERATORS)
                 if unknown:
                     raise ValueError(f"{path}: unknown operator {sorted(unknown)[0]!r}")
         return value
@@ -399,7 +412,7 @@ class RetryWorkflowRequest(_Model):
     """The seed's RetryWorkflowRequest."""
 
     retry_strategy: Literal["current_step", "failed_steps", "from_step"] = "current_step"
-    from_step: int | None = Field(default=None, ge=0)
+    from_step: int | None = Field(default=None, ge=0, le=10_000)  # a step's order
     max_retries: int | None = Field(default=None, ge=0, le=100)
     reason: Text | None = Field(default=None, max_length=500)
 
