@@ -238,10 +238,10 @@ Q = Queries("orchcore.saga")
 
 
 def padded(sql: str, params: tuple[Any, ...]) -> tuple[Any, ...]:
-    """``params`` and NULL for each further parameter the statement takes (the same
-    plans are asked of the statements before and after they grew keyset parameters)."""
+    """``params`` cut or padded with NULL to the parameters the statement takes (the
+    same plans are asked of the statements before and after migration 0012)."""
     highest = max((int(n) for n in re.findall(r"\$(\d+)", sql)), default=0)
-    return params + (None,) * (highest - len(params))
+    return params[:highest] + (None,) * (highest - len(params))
 
 
 async def explain(conn: asyncpg.Connection, label: str, sql: str, *params: Any) -> None:
