@@ -340,21 +340,27 @@ class OrchConsole(App[int]):
         self.refresh_chrome()
 
     def open_detail(self, pane: Pane[Any]) -> None:
-        self.push_screen(self._detail_screen_for(pane))
-        self.call_after_refresh(self.refresh_chrome)
-
-    def _detail_screen_for(self, pane: Pane[Any]) -> PaneScreen:
-        """The kind's kept screen showing ``pane``; a new one the first time, or while the
-        kept one is on the stack already (a detail opened from a detail of its kind)."""
+        """Show a detail pane on a screen of its own, over the one the operator is on."""
         kept = self._detail_screens.get(type(pane))
         if kept is not None and kept not in self.screen_stack:
-            kept.take(pane)
-            return kept
+            self.call_later(self._reopen, kept, pane)
+            return
+        # The first of its kind is kept for the next one; a detail opened from a detail
+        # of its kind (the kept screen is on the stack) gets a screen of its own.
         screen = PaneScreen(pane, command_names=command_names())
         if kept is None:
             self.install_screen(screen, name=f"detail:{type(pane).__name__}")
             self._detail_screens[type(pane)] = screen
-        return screen
+        self.push_screen(screen)
+        self.call_after_refresh(self.refresh_chrome)
+
+    async def _reopen(self, screen: PaneScreen, pane: Pane[Any]) -> None:
+        await screen.take(pane)
+        if self.orch is not None:
+            # Fetching while the screen comes back: the read overlaps the first paint.
+            pane.start_fetch(self.orch)
+        await self.push_screen(screen)
+        self.refresh_chrome()
 
     def run_command(self, command: str) -> None:
         """What ``:`` does with what was typed."""

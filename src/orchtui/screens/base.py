@@ -108,7 +108,8 @@ class ConsoleScreen(Screen[None]):
     def reset_prompts(self) -> None:
         """Both prompts closed and empty, as a new screen has them."""
         for bar in (self.query_one(FilterBar), self.query_one(CommandBar)):
-            bar.value = ""
+            with bar.prevent(Input.Changed):  # nothing was typed: no pane is to filter
+                bar.value = ""
             self._prompt_line(bar).display = False
 
     @staticmethod

@@ -33,15 +33,12 @@ class PaneScreen(ConsoleScreen):
     def on_mount(self) -> None:
         self._pane.focus_primary()
 
-    def take(self, pane: Pane[Any]) -> None:
-        """Show ``pane`` instead of the one shown before (this screen off the stack)."""
+    async def take(self, pane: Pane[Any]) -> None:
+        """Show ``pane`` instead of the one shown before, while this screen is off the
+        stack: done before it comes back, it never shows the previous pane for a frame."""
         previous, self._pane = self._pane, pane
         self.reset_prompts()
-        self.call_later(self._swap, previous, pane)
-
-    async def _swap(self, previous: Pane[Any], pane: Pane[Any]) -> None:
         # Gone before the next comes: panes of a kind share their widget ids.
         await previous.remove()
         await self.mount(pane, after=self.query_one(ConnectionBanner))
-        if self._pane is pane:
-            pane.focus_primary()
+        pane.focus_primary()
