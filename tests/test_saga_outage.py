@@ -122,5 +122,12 @@ async def test_sagas_resume_within_seconds_of_a_postgresql_restart(
         # each participant dedupes by key: one effect per saga's step, none missing
         assert sorted(effects[name]) == sorted(f"{w}:{path}:forward" for w in ids), name
     lines = [r.getMessage() for r in caplog.records if r.name == "orch.saga"]
-    assert sum("database unreachable" in line for line in lines) == 1
-    assert sum("database reachable again" in line for line in lines) == 1
+    # Told when it went and when it came back; on a slow machine a statement can succeed
+    # between two failures inside the restart window, and then each flip is told once.
+    flips = [
+        "down" if "database unreachable" in line else "up"
+        for line in lines
+        if "database unreachable" in line or "database reachable again" in line
+    ]
+    assert flips and flips == ["down", "up"] * (len(flips) // 2), flips
+    assert len(flips) <= 4, flips  # told per flip, never per failed statement
