@@ -276,27 +276,19 @@ class MessageBus:
         queue = await self._consumable(queue_name, consumer)
         handed_out = self._deliveries.take(queue.name, ids)
         unknown = [msg_id for msg_id in ids if msg_id not in handed_out]
-        deleted = await self._hot.fetch(Q.ack_handed_out, queue.name, list(handed_out))
+        deleted = (
+            await self._hot.fetch(Q.ack_handed_out, queue.name, list(handed_out))
+            if handed_out
+            else []
+        )
         rows = await self._hot.fetch(Q.ack, queue.name, unknown) if unknown else []
         if not rows and not deleted and len(ids) == 1:
             raise NotFoundError("message", f"{queue_name}/{message_ids[0]}")
         who = consumer or OPERATOR
-        records = [_ack_record(queue.name, row, handed_out[row["msg_id"]], who) for row in deleted]
-        for row in rows:
-            processing = None
-            if row["last_read_at"] is not None:
-                processing = int((row["acked_at"] - row["last_read_at"]).total_seconds() * 1000)
-            records.append(
-                event_record(
-                    queue.name, row["msg_id"], MessageEvent.ACKED, row["acked_at"],
-                    consumer_service=who, retry_count=max(row["read_ct"] - 1, 0),
-                    consumed_at=row["acked_at"], processing_time_ms=processing,
-                    produced_at=row["enqueued_at"], delivered_at=row["last_read_at"],
-                    message_type=row["message_type"], correlation_id=row["correlation_id"],
-                    producer_service=row["producer"], message_size_bytes=row["size_bytes"],
-                    headers=row["headers_json"],
-                )
-            )  # fmt: skip
+        records = [
+            _ack_record(queue.name, row, handed_out.get(row["msg_id"]) or Delivery.of_ack(row), who)
+            for row in (*deleted, *rows)
+        ]
         self.logs.record(records)
         return [str(row["msg_id"]) for row in (*deleted, *rows)]
 
@@ -467,7 +459,8 @@ def _with_queue(message: SendMessageRequest | dict[str, Any], queue_name: str, i
 
 
 def _ack_record(queue_name: str, row: Any, delivery: Delivery, consumer: str) -> LogRecord:
-    """An ack's record: the delete's time and size, and what the receive here knew."""
+    """An ack's record: the delete's time and size, and the delivery's facts (what the
+    receive here kept, or what orch_bus_ack read back)."""
     acked_at = row["acked_at"]
     processing = None
     if delivery.last_read_at is not None:

@@ -32,7 +32,8 @@ class Delivery:
     message_type: str
     correlation_id: str | None
     producer: str | None
-    headers: dict[str, str]
+    #: as the log takes them: a dict, or JSON text (orch_bus_ack reads them back as text)
+    headers: dict[str, str] | str
 
     @classmethod
     def of_row(cls, row: Any, opened: envelope.Envelope, headers: dict[str, str]) -> Delivery:
@@ -44,6 +45,19 @@ class Delivery:
             correlation_id=opened.correlation_id,
             producer=opened.producer,
             headers=headers,
+        )
+
+    @classmethod
+    def of_ack(cls, row: Any) -> Delivery:
+        """The facts orch_bus_ack reads back, for a message not handed out here."""
+        return cls(
+            read_ct=int(row["read_ct"]),
+            enqueued_at=row["enqueued_at"],
+            last_read_at=row["last_read_at"],
+            message_type=row["message_type"],
+            correlation_id=row["correlation_id"],
+            producer=row["producer"],
+            headers=row["headers_json"],
         )
 
 
