@@ -282,18 +282,17 @@ class OrchConsole(App[int]):
 
     def _refresh_visible_pane(self) -> None:
         self.refresh_ticks += 1
+        pane = self.active_pane
+        if pane is not None:
+            self.fetch_if_visible(pane)
+
+    def fetch_if_visible(self, pane: Pane[Any]) -> None:
+        """Fetch the pane the operator looks at when it needs it (each tick, and as a pane
+        comes on screen rather than at the next tick)."""
         if not self.screen_stack:
             return  # shutting down: the timer may fire once after the last screen went
         if self.orch is None or isinstance(self.screen, ModalScreen):
             return  # paused under a modal: nothing moves beneath a question
-        pane = self.active_pane
-        if pane is not None and pane.needs_refresh(self._refresh_period()):
-            pane.start_fetch(self.orch)
-
-    def fetch_if_visible(self, pane: Pane[Any]) -> None:
-        """Fetch a pane that just came on screen now, where a tick would fetch it."""
-        if self.orch is None or not self.screen_stack or isinstance(self.screen, ModalScreen):
-            return
         if pane is self.active_pane and pane.needs_refresh(self._refresh_period()):
             pane.start_fetch(self.orch)
 
