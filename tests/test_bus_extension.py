@@ -20,7 +20,6 @@ import asyncio
 import shutil
 import subprocess
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ from orchcore.db.migrate import (
     pgmq_in_use,
 )
 from orchcore.db.pool import connect
-from tests.support.database import drop_database, with_database
+from tests.support.database import create_empty_database, drop_database, with_database
 
 pytestmark = pytest.mark.slow
 
@@ -173,12 +172,7 @@ def pgmq_server() -> Iterator[ExtensionServer]:
 @pytest.fixture
 async def fresh_dsn(pgmq_server: ExtensionServer) -> AsyncIterator[str]:
     """An empty database (nothing migrated) on the server that has the extension."""
-    name = f"orch_pgmq_ext_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(pgmq_server.admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
+    name = await create_empty_database(pgmq_server.admin_dsn, "orch_pgmq_ext")
     yield with_database(pgmq_server.admin_dsn, name)
     await drop_database(pgmq_server.admin_dsn, name)
 

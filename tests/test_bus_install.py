@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 
 from orchcore.db.migrate import bundled_pgmq, install_pgmq, migrate, pgmq_in_use
 from orchcore.db.pool import connect
-from tests.support.database import drop_database, with_database
+from tests.support.database import create_empty_database, drop_database, with_database
 
 
 @pytest.fixture
 async def empty_dsn(pg_admin_dsn: str) -> AsyncIterator[str]:
-    name = f"orch_pgmq_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(pg_admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
+    name = await create_empty_database(pg_admin_dsn, "orch_pgmq")
     yield with_database(pg_admin_dsn, name)
     await drop_database(pg_admin_dsn, name)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -29,7 +28,7 @@ from orchcore.db.pool import connect
 from orchtui.app import run_console
 from tests.support.cli import run_orch
 from tests.support.daemons import DaemonProcess
-from tests.support.database import drop_database, with_database
+from tests.support.database import create_empty_database, drop_database, with_database
 
 LATEST = latest_version()
 PREVIOUS = available_migrations()[-2].version
@@ -38,12 +37,7 @@ PREVIOUS = available_migrations()[-2].version
 @pytest.fixture
 async def bare_dsn(pg_admin_dsn: str) -> AsyncIterator[str]:
     """An empty database: no orch schema at all."""
-    name = f"orch_bare_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(pg_admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
+    name = await create_empty_database(pg_admin_dsn, "orch_bare")
     yield with_database(pg_admin_dsn, name)
     await drop_database(pg_admin_dsn, name)
 

@@ -46,13 +46,19 @@ def session_server() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-async def create_template(admin_dsn: str) -> str:
-    name = f"orch_tmpl_{uuid.uuid4().hex[:10]}"
+async def create_empty_database(admin_dsn: str, prefix: str) -> str:
+    """A new database named ``<prefix>_<random>`` with nothing in it (no orch schema)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(admin_dsn)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
+    return name
+
+
+async def create_template(admin_dsn: str) -> str:
+    name = await create_empty_database(admin_dsn, "orch_tmpl")
     conn = await connect(with_database(admin_dsn, name))
     try:
         await migrate(conn)
