@@ -3,6 +3,8 @@ own error text only for an operator's token."""
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import asyncpg
 import httpx
 
@@ -29,7 +31,9 @@ async def _shut_out(admin_dsn: str, database: str) -> None:
 
 
 def _database_of(dsn: str) -> str:
-    return dsn.rsplit("/", 1)[1].split("?", 1)[0]
+    # The path, not the text after the last "/": the embedded server's DSN names its
+    # socket folder in the query (?host=/run/...).
+    return urlsplit(dsn).path.lstrip("/")
 
 
 async def test_a_daemon_without_its_database_tells_a_stranger_nothing_more(
