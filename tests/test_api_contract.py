@@ -211,6 +211,14 @@ def test_the_named_rules_read_their_own_refusals() -> None:
             413,
             "message_payload: 2 bytes is over the limit of queue 'a' (1 bytes)",
         ),
+        "a workflow list's after is a next_cursor the list gave": (
+            422,
+            "after: not a cursor (give the next_cursor of an earlier page)",
+        ),
+        "a workflow list takes offset or after, not both": (
+            422,
+            "offset: give offset or after, not both",
+        ),
     }
     for name, (status, message) in samples.items():
         rule = rule_for(status, {"error": "ValidationFailed", "message": message})

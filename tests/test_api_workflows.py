@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
+from typing import Any
+from uuid import UUID
 
 import httpx
 import pytest
@@ -166,3 +169,130 @@ async def test_an_action_queued_behind_a_call_in_flight_is_answered_202(
     assert [a["action"] for a in body["pending_actions"]] == ["pause"]
     assert body["in_flight"][0]["step_name"] == "order_catering"
     await env.until(workflow_id, "paused")
+
+
+# -- the list, page by page (after / next_cursor) ---------------------------------------------
+
+WEDDING = "33333333-3333-3333-3333-333333333333"
+OTHER_WEDDING = "44444444-4444-4444-4444-444444444444"
+
+
+async def _start_many(env: Env, count: int, wedding_id: str, prefix: str) -> list[str]:
+    """Workflows of one wedding; every other one a millisecond after the one before, so
+    some share a started_at and their order is the id's."""
+    started = []
+    for i in range(count):
+        if i % 2:
+            await env.clock.advance(0.001)
+        started.append(await env.start(wedding_id=wedding_id, correlation_id=f"{prefix}-{i}"))
+    return started
+
+
+async def _newest_first(env: Env, workflow_ids: list[str]) -> list[str]:
+    """The list's order, (started_at, id) descending, from each workflow's own status."""
+    keys = {}
+    for workflow_id in workflow_ids:
+        workflow = (await env.orch.workflows.status(workflow_id)).workflow
+        keys[workflow_id] = (workflow.started_at, UUID(workflow_id))
+    return sorted(workflow_ids, key=keys.__getitem__, reverse=True)
+
+
+async def _pages(client: httpx.AsyncClient, auth: dict[str, str], **params: Any) -> list[list[str]]:
+    pages: list[list[str]] = []
+    after = None
+    while True:
+        query = {**params, **({"after": after} if after else {})}
+        answer = await client.get(f"{API}/workflows", params=query, headers=auth)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        pages.append([w["id"] for w in body["workflows"]])
+        after = body["next_cursor"]
+        if after is None:
+            return pages
+        assert len(pages) < 10, "the cursor does not move on"
+
+
+async def test_pages_by_cursor_visit_each_workflow_once_newest_first(
+    api: tuple[httpx.AsyncClient, dict[str, str]], env: Env
+) -> None:
+    client, auth = api
+    ours = await _start_many(env, 13, WEDDING, "a")
+    others = await _start_many(env, 5, OTHER_WEDDING, "b")  # interleaved in time
+    ours += await _start_many(env, 12, WEDDING, "c")
+    expected = await _newest_first(env, ours)
+
+    pages = await _pages(client, auth, wedding_id=WEDDING, limit=10)
+    assert [len(page) for page in pages] == [10, 10, 5]
+    assert [w for page in pages for w in page] == expected
+
+    # With a second filter: those started at or after the 18th newest of ours.
+    since = (await env.orch.workflows.status(expected[17])).workflow.started_at
+    narrowed = await _pages(
+        client, auth, wedding_id=WEDDING, started_after=since.isoformat(), limit=10
+    )
+    assert [w for page in narrowed for w in page] == [
+        w for w in expected if (await env.orch.workflows.status(w)).workflow.started_at >= since
+    ]
+    # All of them: the two weddings' pages together are every workflow once.
+    everything = await _pages(client, auth, limit=7)
+    assert sorted(w for page in everything for w in page) == sorted(ours + others)
+
+
+async def test_a_cursor_is_url_safe_and_stays_valid_as_workflows_start(
+    api: tuple[httpx.AsyncClient, dict[str, str]], env: Env
+) -> None:
+    client, auth = api
+    first_ones = await _newest_first(env, await _start_many(env, 15, WEDDING, "old"))
+    first = (await client.get(f"{API}/workflows?limit=10", headers=auth)).json()
+    assert [w["id"] for w in first["workflows"]] == first_ones[:10]
+    cursor = first["next_cursor"]
+    assert re.fullmatch(r"[A-Za-z0-9._:~-]+", cursor), cursor  # as it stands in a URL
+
+    await env.clock.advance(1)
+    newer = await _start_many(env, 5, WEDDING, "new")
+    # Sent as the page gave it, unescaped: the rest of the old ones, none of the new.
+    rest = (await client.get(f"{API}/workflows?limit=10&after={cursor}", headers=auth)).json()
+    assert [w["id"] for w in rest["workflows"]] == first_ones[10:]
+    assert rest["next_cursor"] is None
+    top = (await client.get(f"{API}/workflows?limit=5", headers=auth)).json()
+    assert {w["id"] for w in top["workflows"]} == set(newer)
+
+
+async def test_a_cursor_the_list_did_not_give_is_refused(
+    api: tuple[httpx.AsyncClient, dict[str, str]], env: Env
+) -> None:
+    client, auth = api
+    await env.start()
+    key = "55555555-5555-5555-5555-555555555555"
+    for garbage in (
+        "yesterday",
+        f"2026-13-01T00:00:00Z_{key}",  # no month 13
+        "2026-01-01T00:00:00Z_not-a-uuid",
+        f"2026-01-01T00:00:00_{key}",  # no time zone
+        f"0001-01-01T00:00:00+01:00_{key}",  # before year 1 in UTC
+        key,
+    ):
+        answer = await client.get(f"{API}/workflows", params={"after": garbage}, headers=auth)
+        assert answer.status_code == 422, (garbage, answer.text)
+        body = answer.json()
+        assert set(body) == {"error", "message", "detail"}
+        assert body["error"] == "ValidationFailed"
+        assert body["detail"][0]["loc"] == ["after"]
+        assert body["message"].startswith("after: not a cursor")
+        assert garbage not in answer.text  # not echoed
+    too_long = await client.get(f"{API}/workflows", params={"after": "x" * 201}, headers=auth)
+    assert too_long.status_code == 422
+    assert [p["loc"] for p in too_long.json()["detail"]] == [["query", "after"]]
+
+    cursor = (await client.get(f"{API}/workflows?limit=1", headers=auth)).json()["next_cursor"]
+    both = await client.get(
+        f"{API}/workflows",
+        params={"after": cursor or f"2026-01-01T00:00:00Z_{key}", "offset": 1},
+        headers=auth,
+    )
+    assert both.status_code == 422
+    assert both.json()["detail"][0]["loc"] == ["offset"]
+    # An empty cursor is the first page (a client may send after= before it has one).
+    empty = await client.get(f"{API}/workflows", params={"after": ""}, headers=auth)
+    assert empty.status_code == 200
+    assert len(empty.json()["workflows"]) == 1

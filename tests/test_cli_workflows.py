@@ -74,6 +74,18 @@ async def test_register_start_wait_show_list(
     assert failed.code == 1  # ended compensated, not completed
     assert "↺ compensated" in failed.stderr
 
+    # Page by page: the first page names the next, --after reads it.
+    first = await run_orch(dsn, "workflow", "list", "--limit", "1")
+    cursor = first.stdout.rsplit("next page: --after ", 1)[1].strip()
+    assert "cli-2" in first.stdout and "cli-1" not in first.stdout
+    second = (
+        await run_orch(dsn, "workflow", "list", "--limit", "1", "--after", cursor, "--json")
+    ).json()
+    assert [w["correlation_id"] for w in second["workflows"]] == ["cli-1"]
+    assert second["next_cursor"]  # a full page: there may be one more
+    bad = await run_orch(dsn, "workflow", "list", "--after", "yesterday")
+    assert bad.code != 0 and "after: not a cursor" in bad.stderr
+
     preview = await run_orch(
         dsn, "workflow", "batch", "cancel", "--status", "compensated", "--dry-run", "--json"
     )

@@ -169,6 +169,19 @@ RULES: tuple[Rule, ...] = (
         r"steps\.\d+: ",
     ),
     _rule(
+        "a workflow list's after is a next_cursor the list gave",
+        "a cursor is opaque: its shape is the engine's to change, and a pattern could not "
+        "tell a real instant from a month 13",
+        422,
+        r"^after: not a cursor",
+    ),
+    _rule(
+        "a workflow list takes offset or after, not both",
+        ACROSS_FIELDS,
+        422,
+        r"^offset: give offset or after, not both",
+    ),
+    _rule(
         "an OTLP/HTTP body is an ExportTraceServiceRequest (protobuf, or its JSON mapping)",
         OUTSIDE_JSON + "; OTLP's protobuf schema is not restated in JSON Schema",
         400,

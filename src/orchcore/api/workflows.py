@@ -35,6 +35,8 @@ router = APIRouter(prefix="/api/orchestration", tags=["workflows"], route_class=
 #: A status filter's value: statuses, comma-separated (empty items are skipped).
 _ONE_STATUS = "|".join(WorkflowStatus)
 STATUS_FILTER_PATTERN = f"^({_ONE_STATUS})?(,({_ONE_STATUS})?)*$"
+#: Ample for a cursor (about 64 characters); a longer text is no cursor.
+CURSOR_MAX_LENGTH = 200
 #: An action on a workflow a daemon drives waits for the call in flight: the answer is
 #: 202 with the action in pending_actions and what it waits for in in_flight.
 QUEUED: dict[int | str, dict[str, Any]] = {
@@ -145,6 +147,15 @@ async def list_workflows(
     limit: int = Query(default=50, ge=1, le=1000),
     # Bounded (the database's OFFSET is a bigint); next_cursor reads on past any page.
     offset: int = Query(default=0, ge=0, le=10_000_000),
+    # Opaque: the shape is the engine's (orchcore.saga.reads.cursor_of), so the schema
+    # bounds only its length and the engine refuses one it cannot read (422, "after").
+    after: str | None = Query(
+        default=None,
+        max_length=CURSOR_MAX_LENGTH,
+        description="the next_cursor of the page before: the page after it, read by the "
+        "index however deep (a page read with it stays where it was while workflows are "
+        "started); not with offset. Empty: the first page",
+    ),
 ) -> GetWorkflowsResponse:
     statuses = [s for value in status_ or [] for s in value.split(",") if s] or None
     return await orch.workflows.list_workflows(
@@ -156,6 +167,7 @@ async def list_workflows(
         started_before=started_before,
         limit=limit,
         offset=offset,
+        after=after or None,
     )
 
 

@@ -193,6 +193,9 @@ async def _wait_for_end(orch: Orch, workflow_id: Any, *, show: bool) -> GetWorkf
 @click.option("--since", type=click.DateTime(), help="Started at or after.")
 @click.option("--until", "until_", type=click.DateTime(), help="Started before.")
 @click.option("--limit", type=int, default=50, show_default=True)
+@click.option(
+    "--after", metavar="CURSOR", help="The page after the one that printed this next cursor."
+)
 @json_option
 @run_with_orch
 async def list_workflows(
@@ -204,6 +207,7 @@ async def list_workflows(
     since: datetime | None,
     until_: datetime | None,
     limit: int,
+    after: str | None,
     as_json: bool,
 ) -> None:
     """Workflows, newest first, with a count per status."""
@@ -215,6 +219,7 @@ async def list_workflows(
         started_after=_utc(since),
         started_before=_utc(until_),
         limit=limit,
+        after=after,
     )
 
     def human() -> None:
@@ -238,6 +243,8 @@ async def list_workflows(
         )
         matching = f"{found.total}{'' if found.total_exact else '+'}"  # + : counted so far
         click.echo(f"\n{matching} matching; all workflows: {counts or 'none'}")
+        if found.next_cursor:
+            click.echo(f"next page: --after {found.next_cursor}")
 
     emit(found, as_json=as_json, human=human)
 

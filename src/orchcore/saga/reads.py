@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from uuid import UUID
 
 import asyncpg
@@ -107,7 +107,8 @@ class WorkflowReader:
     ) -> GetWorkflowsResponse:
         """The seed's GetWorkflowsResponse, filtered, newest first; status_summary covers
         every status. ``after``: the ``next_cursor`` of the page before, to read the next
-        one by the index instead of counting ``offset`` rows past.
+        one by the index instead of counting ``offset`` rows past (not both: a cursor
+        says where the page starts).
 
         ``total`` is exact for a filter by status alone (from the kept counts); a filter
         on anything else is counted up to :data:`COUNT_AT_MOST`, beyond which ``total``
@@ -118,6 +119,8 @@ class WorkflowReader:
                     "status", f"{value!r} is not one of {', '.join(ALL_STATUSES)}"
                 )
         wedding = as_uuid(wedding_id, "wedding_id") if wedding_id else None
+        if after and offset:
+            raise ValidationFailed("offset", "give offset or after, not both")
         keyset = parse_cursor(after) if after else (None, None)
         statuses = list(dict.fromkeys(status)) if status else None
         one_status = statuses[0] if statuses and len(statuses) == 1 else None
@@ -172,21 +175,31 @@ def _counts(rows: Sequence[asyncpg.Record]) -> dict[str, int]:
 
 
 def cursor_of(row: asyncpg.Record) -> str:
-    """Where the next page starts: after this row, in the list's order."""
+    """Where the next page starts: after this row, in the list's order. URL-safe as it
+    stands (UTC as Z, not +00:00: a "+" pasted into a query string reads as a space),
+    every microsecond kept (the keyset must name the row exactly)."""
     started_at: datetime = row["started_at"]
-    return f"{started_at.isoformat()}_{row['id']}"
+    return f"{started_at.astimezone(UTC).strftime(CURSOR_TIME)}_{row['id']}"
+
+
+#: A cursor's instant: fixed width, in UTC.
+CURSOR_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def parse_cursor(text: str) -> tuple[datetime, UUID]:
+    """A cursor's keyset. Any ISO instant with a time zone reads (cursors of earlier
+    versions said +00:00); the instant is taken to UTC here, where one that has no
+    UTC year (0001-01-01T00:00+01:00) is refused, not left to fail in the driver."""
     when, _, key = text.rpartition("_")
     try:
         started_at = datetime.fromisoformat(when)
         if started_at.tzinfo is None:
             raise ValueError("no time zone")
-        return started_at, UUID(key)
-    except ValueError:
+        return started_at.astimezone(UTC), UUID(key)
+    except (ValueError, OverflowError):
+        # The text is not echoed: it may be long, and the caller has it.
         raise ValidationFailed(
-            "after", f"{text!r} is not a cursor (next_cursor of an earlier page)"
+            "after", "not a cursor (give the next_cursor of an earlier page)"
         ) from None
 
 
