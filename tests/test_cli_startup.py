@@ -36,7 +36,9 @@ with open(os.environ["MODULES_OUT"], "w") as out:
 
 #: What a verb that reads needs none of: the API server, the daemon, the console and
 #: their frameworks, the call path and its HTTP client, the saga engine (its planner,
-#: transitions and starter), OTLP's protobuf.
+#: transitions and starter), OTLP's protobuf; nor the models of what it does not read:
+#: workflow definitions and requests (saga.models, and through them the bus's and the
+#: call path's), a workflow's state and its write path, the mesh.
 NEVER_FOR_A_QUICK_VERB = (
     "fastapi",
     "uvicorn",
@@ -44,11 +46,16 @@ NEVER_FOR_A_QUICK_VERB = (
     "orchtui",
     "orchcore.daemon",
     "orchcore.api",
-    "orchcore.callpath.caller",
+    "orchcore.callpath",
+    "orchcore.bus",
+    "orchcore.mesh",
     "orchcore.saga.drive",
+    "orchcore.saga.models",
     "orchcore.saga.operator",
+    "orchcore.saga.persistence",
     "orchcore.saga.planner",
     "orchcore.saga.starting",
+    "orchcore.saga.state",
     "httpx",
     "google.protobuf",
     "opentelemetry",

@@ -23,16 +23,18 @@ from pydantic import ValidationError
 from orchcore.clock import Clock
 from orchcore.db import Connection, Database, Queries
 from orchcore.errors import ConflictError, NotFoundError, ValidationFailed
-from orchcore.saga.models import CompensateWorkflowRequest, RetryWorkflowRequest
-from orchcore.saga.persistence import loaded, write_changes
 from orchcore.saga.reads import WorkflowReader, as_workflow_id
-from orchcore.saga.state import WorkflowState
 from orchcore.saga.status import OperatorAction, WorkflowEvent
 from orchcore.saga.views import BatchItem, BatchResult, WorkflowDetail
 from orchcore.validation import parse
 
+# The request models (and through them the bus's), the workflow's state and its write
+# path are imported when an operator acts, as the transitions are: a face that only
+# reads workflows (`orch status`, `orch workflow list`) holds this module too.
 if TYPE_CHECKING:
+    from orchcore.saga.models import CompensateWorkflowRequest, RetryWorkflowRequest
     from orchcore.saga.operator import OperatorRequest
+    from orchcore.saga.state import WorkflowState
 
 Q = Queries("orchcore.saga")
 
@@ -87,6 +89,8 @@ class OperatorActions:
         actor: str,
     ) -> WorkflowDetail:
         """Undo what may have taken effect (all, the definition's partial set, or named)."""
+        from orchcore.saga.models import CompensateWorkflowRequest
+
         req = parse(CompensateWorkflowRequest, request)
         params = req.model_dump(mode="json", exclude={"reason"})
         return await self.act(
@@ -101,6 +105,8 @@ class OperatorActions:
         actor: str,
     ) -> WorkflowDetail:
         """Run again: the current step, every failed step, or everything from step N."""
+        from orchcore.saga.models import RetryWorkflowRequest
+
         req = parse(RetryWorkflowRequest, request or {})
         params = req.model_dump(mode="json", exclude={"reason"})
         return await self.act(
@@ -215,6 +221,8 @@ class OperatorActions:
 
     @staticmethod
     async def _write(conn: Connection, state: WorkflowState, now: datetime, actor: str) -> None:
+        from orchcore.saga.persistence import write_changes
+
         changes = state.take_changes()
         revision = await write_changes(
             conn,
@@ -336,6 +344,8 @@ class OperatorActions:
 
 
 def _load(row: Any) -> tuple[WorkflowState, list[Any]]:
+    from orchcore.saga.persistence import loaded
+
     try:
         return loaded(row)
     except ValidationError as exc:

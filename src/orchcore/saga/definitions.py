@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -11,8 +11,13 @@ from orchcore.audit import record_action
 from orchcore.clock import Clock
 from orchcore.db import Database, Queries
 from orchcore.errors import ConflictError, NotFoundError
-from orchcore.saga.models import RegisteredDefinition, WorkflowDefinition
 from orchcore.validation import parse
+
+# The definition models (the whole saga and bus vocabulary) are imported when a
+# definition is first registered or read: the workflow store holds this store, and a face
+# that only lists workflows (`orch status`, `orch workflow list`) reads none.
+if TYPE_CHECKING:
+    from orchcore.saga.models import RegisteredDefinition, WorkflowDefinition
 
 Q = Queries("orchcore.saga")
 
@@ -21,6 +26,8 @@ _LATEST_TTL_SECONDS = 2.0
 
 
 def _registered(row: asyncpg.Record, warnings: list[str] | None = None) -> RegisteredDefinition:
+    from orchcore.saga.models import RegisteredDefinition, WorkflowDefinition
+
     return RegisteredDefinition(
         id=row["id"],
         workflow_name=row["workflow_name"],
@@ -43,6 +50,8 @@ class DefinitionStore:
         self, definition: WorkflowDefinition | dict[str, Any], *, actor: str
     ) -> RegisteredDefinition:
         """Register a definition; the same name, version and content again is a no-op."""
+        from orchcore.saga.models import WorkflowDefinition
+
         parsed = parse(WorkflowDefinition, definition)
         stored = parsed.model_dump(mode="json")
         warnings = await self._unknown_services(parsed) + await self._unknown_queues(parsed)
