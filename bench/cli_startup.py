@@ -41,6 +41,19 @@ VERBS: tuple[tuple[str, ...], ...] = (
 #: Not orch: the libraries any verb that reads the database imports, timed the same way,
 #: so a figure from a loaded machine can be read against what no change to orch removes.
 FLOOR = ("python", "-c", "import asyncio, asyncpg, click, pydantic")
+#: The same with one pydantic model made and validated: ``import pydantic`` alone loads
+#: next to nothing (its members are imported on first use), while any verb that reads
+#: the database builds models (Settings first), which imports pydantic's model machinery
+#: and looks up its plugins: the floor such a verb stands on.
+FLOOR_WITH_A_MODEL = (
+    "python",
+    "-c",
+    "import asyncio, asyncpg, click\n"
+    "from pydantic import BaseModel\n"
+    "class Floor(BaseModel):\n"
+    "    n: int = 0\n"
+    "Floor.model_validate({'n': 1})",
+)
 TARGET_MS = 300.0
 
 
@@ -84,6 +97,7 @@ def measure(dsn: str, runs: int, pycache: str | None) -> dict[str, list[Sample]]
     samples: dict[str, list[Sample]] = {}
     commands = {f"orch {' '.join(verb)}": [orch, *verb] for verb in VERBS}
     commands["(floor) the libraries"] = [sys.executable, *FLOOR[1:]]
+    commands["(floor) and a model"] = [sys.executable, *FLOOR_WITH_A_MODEL[1:]]
     for name, argv in commands.items():
         time_verb(argv, env)  # warm-up
         samples[name] = [time_verb(argv, env) for _ in range(runs)]
