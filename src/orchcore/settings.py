@@ -92,6 +92,12 @@ class Settings(BaseModel):
     api_max_body_bytes: int = Field(
         default=10 * 1024 * 1024, ge=0, description="larger API request bodies get 413"
     )
+    events_heartbeat_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="an idle event stream sends a heartbeat this often (a dead link shows)",
+    )
 
     @property
     def span_retention_hours(self) -> float:
@@ -132,7 +138,13 @@ class Settings(BaseModel):
             values["otlp_export_headers"] = _pairs(env["ORCH_OTLP_EXPORT_HEADERS"])
         if env.get("ORCH_API_MAX_BODY_BYTES"):
             values["api_max_body_bytes"] = env["ORCH_API_MAX_BODY_BYTES"]
-        for name in ("tls_ca_file", "tls_cert_file", "tls_key_file", *HISTORY_RETENTION_DAYS):
+        for name in (
+            "tls_ca_file",
+            "tls_cert_file",
+            "tls_key_file",
+            "events_heartbeat_seconds",
+            *HISTORY_RETENTION_DAYS,
+        ):
             if env.get(f"ORCH_{name.upper()}"):
                 values[name] = env[f"ORCH_{name.upper()}"]
         given = {k: v for k, v in overrides.items() if v is not None}

@@ -10,7 +10,10 @@ the run met.
 One thing the run changes in what it sends: a long poll (``receive`` with
 ``wait_seconds``) waits as long as it is asked, up to a minute, which is no defect but
 would take the run's time; a valid wait is shortened to at most ``LONGEST_POLL``
-seconds (still valid, so no check sees a different case than the one sent).
+seconds (still valid, so no check sees a different case than the one sent). Likewise
+the event stream (``GET /api/orchestration/events``) lasts until the client goes, so a
+request of it without a valid ``max_seconds`` gets ``max_seconds=LONGEST_POLL`` (an
+optional parameter the schema declares; the stream then ends by itself, as documented).
 """
 
 from __future__ import annotations
@@ -216,15 +219,32 @@ def _body(response: Any) -> Any:
 LONGEST_POLL = 0.2
 
 
+EVENTS_PATH = "/api/orchestration/events"
+
+
 @schemathesis.hook
 def before_call(context: Any, case: Any, **kwargs: Any) -> None:
-    """Shorten a valid long-poll wait (see the module's docstring)."""
+    """Shorten a valid long-poll wait, bound an event stream (see the module's docstring)."""
+    if case.path == EVENTS_PATH:
+        _bound_the_stream(case)
+        return
     body = case.body
     if not (case.path.endswith("/receive") and isinstance(body, dict)):
         return
     wait = body.get("wait_seconds")
     if isinstance(wait, int | float) and not isinstance(wait, bool) and LONGEST_POLL < wait <= 60:
         body["wait_seconds"] = LONGEST_POLL
+
+
+def _bound_the_stream(case: Any) -> None:
+    query = case.query if isinstance(case.query, dict) else {}
+    given = query.get("max_seconds")
+    try:
+        valid = given is None or 0 < float(given) <= 86_400
+    except (TypeError, ValueError):
+        valid = False  # a negative case: refused with 422 before any stream starts
+    if valid:
+        case.query = {**query, "max_seconds": LONGEST_POLL}
 
 
 @schemathesis.hook

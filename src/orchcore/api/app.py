@@ -10,12 +10,23 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from orchcore import __version__
-from orchcore.api import breakers, bus, calls, mesh, servicemap, services, traces, workflows
+from orchcore.api import (
+    breakers,
+    bus,
+    calls,
+    events,
+    mesh,
+    servicemap,
+    services,
+    traces,
+    workflows,
+)
 from orchcore.api.auth import optional_principal
 from orchcore.api.contract import install_contract
 from orchcore.api.errors import install_error_handlers
 from orchcore.api.guards import install_guards
 from orchcore.auth import Action
+from orchcore.events import EventFeed
 from orchcore.facade import Orch
 
 #: How long /readyz waits for the database before it says "not ready" (a probe's own
@@ -48,6 +59,10 @@ def create_app(orch: Orch, *, daemon_name: str | None = None) -> FastAPI:
         description="Orchestration API of the wedding-services platform.",
     )
     app.state.orch = orch
+    # Ended by the daemon's shutdown (close_event_streams) before uvicorn waits for
+    # its open requests: an event stream would never finish by itself.
+    app.state.event_feed = EventFeed(orch.listener)
+    app.state.event_feed.open()
     install_error_handlers(app)
     # OTLP ingest keeps its own limit, answered in OTLP's encoding (api/traces.py).
     install_guards(app, max_body_bytes=orch.settings.api_max_body_bytes, own_limits={"/v1/traces"})
@@ -60,6 +75,7 @@ def create_app(orch: Orch, *, daemon_name: str | None = None) -> FastAPI:
     app.include_router(traces.router)
     app.include_router(traces.otlp_router)
     app.include_router(servicemap.router)
+    app.include_router(events.router)
     install_contract(app)
 
     @app.get("/healthz", tags=["probes"], response_model=Alive)
@@ -87,6 +103,13 @@ def create_app(orch: Orch, *, daemon_name: str | None = None) -> FastAPI:
         return JSONResponse({"status": "ready", "daemon": daemon_name})
 
     return app
+
+
+def close_event_streams(app: FastAPI) -> None:
+    """End every event stream of ``app`` (and its feed): before a server stops, which
+    waits for open requests."""
+    feed: EventFeed = app.state.event_feed
+    feed.close()
 
 
 async def _operator_asks(request: Request) -> bool:

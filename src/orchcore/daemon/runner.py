@@ -21,10 +21,12 @@ from datetime import timedelta
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
 from orchcore import __version__
 from orchcore.actors import daemon_actor
 from orchcore.api import create_app
+from orchcore.api.app import close_event_streams
 from orchcore.api.otlp_app import create_otlp_app
 from orchcore.bus.push import MAX_IN_FLIGHT_PER_QUEUE, MessagePusher
 from orchcore.daemon.tls import ListenerTls
@@ -106,6 +108,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._server: EmbeddedServer | None = None
         self._otlp_server: EmbeddedServer | None = None
+        self._app: FastAPI | None = None
         self._sockets: list[socket.socket] = []
         self._otlp_sockets: list[socket.socket] = []
 
@@ -265,7 +268,7 @@ class Daemon:
         await self._otlp_server.serve(sockets=self._otlp_sockets)
 
     async def _serve_api(self) -> None:
-        app = create_app(self.orch, daemon_name=self.name)
+        app = self._app = create_app(self.orch, daemon_name=self.name)
         config = uvicorn.Config(
             app, log_config=None, access_log=False, lifespan="off", **self._tls_options()
         )
@@ -294,6 +297,8 @@ class Daemon:
         log.info("daemon stopping", extra={"daemon": self.name})
         if self._server is not None:
             self._server.should_exit = True  # uvicorn finishes in-flight requests, then returns
+        if self._app is not None:
+            close_event_streams(self._app)  # an event stream never finishes by itself
         if self._otlp_server is not None:
             self._otlp_server.should_exit = True
         if runner is not None:
