@@ -15,6 +15,7 @@ from orchcore.api import (
     bus,
     calls,
     events,
+    identity,
     mesh,
     servicemap,
     services,
@@ -76,6 +77,7 @@ def create_app(orch: Orch, *, daemon_name: str | None = None) -> FastAPI:
     app.include_router(traces.otlp_router)
     app.include_router(servicemap.router)
     app.include_router(events.router)
+    app.include_router(identity.router)
     install_contract(app)
 
     @app.get("/healthz", tags=["probes"], response_model=Alive)

@@ -15,6 +15,7 @@ token acts as its service whatever the request names (:meth:`Principal.acting_as
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 from uuid import UUID
@@ -71,6 +72,8 @@ class Principal:
     name: str
     role: Role
     service_name: str | None = None
+    #: when the token stops working; None: until revoked
+    expires_at: datetime | None = None
 
     @property
     def actor(self) -> str:

@@ -193,7 +193,9 @@ class TokenStore:
         last = row["last_used_at"]
         if last is None or now - last > _LAST_USED_GRANULARITY:
             await self._db.execute(Q.touch_token, row["id"], now)
-        principal = Principal(row["id"], row["token_name"], row["role"], row["service_name"])
+        principal = Principal(
+            row["id"], row["token_name"], row["role"], row["service_name"], row["expires_at"]
+        )
         deadline = time.monotonic() + VERIFIED_TTL_SECONDS
         self._verified[digest] = (deadline, principal, row["expires_at"])
         return principal

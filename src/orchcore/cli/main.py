@@ -30,6 +30,8 @@ VERBS: Mapping[str, str] = {
     "demo": "orchcore.cli.demo:demo",
     "dlq": "orchcore.cli.bus:dlq_group",
     "instance": "orchcore.cli.instances:instance_group",
+    "login": "orchcore.cli.login:login",
+    "logout": "orchcore.cli.login:logout",
     "map": "orchcore.cli.traces:service_map",
     "mesh": "orchcore.cli.mesh:mesh_group",
     "message": "orchcore.cli.bus:message_group",

@@ -1,0 +1,1 @@
+"""Clients of the daemon's HTTP API: how a face outside the daemon finds it and talks to it."""
