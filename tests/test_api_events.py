@@ -319,3 +319,15 @@ async def test_the_openapi_document_describes_the_stream(api: Served) -> None:
     assert [e["properties"]["event"]["const"] for e in events] == ["open", "change", "reset"]
     header = [p for p in operation["parameters"] if p["in"] == "header"]
     assert [p["name"] for p in header] == ["Last-Event-ID"]
+
+
+async def test_a_revoked_token_s_stream_ends_and_is_refused_again(orch: Orch, api: Served) -> None:
+    secret, issued = await orch.tokens.create(name="rota", role="monitoring_system", actor="t")
+    headers = {"Authorization": f"Bearer {secret}"}
+    async with following(api.base_url, headers, refused_retry_seconds=60) as (stream, seen):
+        assert stream.connected
+        await orch.tokens.revoke(str(issued.id), actor="t")
+        await eventually(lambda: seen.states == [True, False], message="the stream ended")
+        await eventually(
+            lambda: (stream.last_error or "").startswith("the daemon refused the token (401)")
+        )

@@ -65,6 +65,7 @@ async def test_a_burst_goes_out_as_one_event_with_each_payload_once() -> None:
     feed.on_notification({"topic": "token", "op": "revoke", "id": 3})  # the daemons' own
     assert feed.seq == 0  # held for the window
     await eventually(lambda: feed.seq == 1)
+    assert feed.revoked("3")  # not sent, but the token's streams end
     (event,) = feed.after(0) or []
     assert event.kind == "change"
     assert event.changes == ({"topic": "workflow", "id": 1}, {"topic": "alert", "id": 2})

@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from orchcore.api.auth import allowed
+from orchcore.api.auth import Caller, Engine, allowed
 from orchcore.api.contract import ContractRoute
 from orchcore.auth import Action
 from orchcore.errors import OrchError
@@ -30,7 +30,8 @@ RETRY_MILLISECONDS = 1000
 MAX_EVENT_ID_LENGTH = 200
 
 STREAM_DESCRIPTION = """\
-`text/event-stream`, until the client goes or the daemon stops. First `retry:` and an
+`text/event-stream`, until the client goes, the daemon stops, `max_seconds` pass, or the
+token is revoked (a reconnection then gets 401). First `retry:` and an
 `open` event (`id:` the position, data `{"heartbeat_seconds": N}`); then, as things
 change:
 
@@ -121,6 +122,8 @@ def event_feed(request: Request) -> EventFeed:
 )
 async def stream_events(
     request: Request,
+    orch: Engine,
+    caller: Caller,
     last_event_id_header: str | None = Header(
         default=None,
         alias="Last-Event-ID",
@@ -141,22 +144,35 @@ async def stream_events(
 ) -> StreamingResponse:
     """What changed, as it happens (server-sent events), resumable by event id."""
     feed = event_feed(request)
+    if feed.closed:
+        raise FeedUnavailable("the daemon is stopping")
     if not feed.following:
         raise FeedUnavailable("this daemon does not follow the database's notifications")
     start = feed.resume(last_event_id_header or last_event_id)
-    heartbeat = request.app.state.orch.settings.events_heartbeat_seconds
     return StreamingResponse(
-        _stream(feed, start, heartbeat_seconds=heartbeat, max_seconds=max_seconds),
+        _stream(
+            feed,
+            start,
+            heartbeat_seconds=orch.settings.events_heartbeat_seconds,
+            max_seconds=max_seconds,
+            token_id=None if caller.token_id is None else str(caller.token_id),
+        ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
 async def _stream(
-    feed: EventFeed, start: Resumption, *, heartbeat_seconds: float, max_seconds: float | None
+    feed: EventFeed,
+    start: Resumption,
+    *,
+    heartbeat_seconds: float,
+    max_seconds: float | None,
+    token_id: str | None,
 ) -> AsyncIterator[bytes]:
-    """The stream's bytes. It ends when the feed closes (the daemon stops) or at
-    ``max_seconds``; a client that goes is noticed by Starlette, which cancels it."""
+    """The stream's bytes. It ends when the feed closes (the daemon stops), at
+    ``max_seconds``, or when its token is revoked (the client's reconnection then gets
+    401); a client that goes is noticed by Starlette, which cancels it."""
     loop = asyncio.get_running_loop()
     ends_at = None if max_seconds is None else loop.time() + max_seconds
     opening = encode_retry(RETRY_MILLISECONDS) + encode_event(
@@ -168,6 +184,8 @@ async def _stream(
     position = start.events[-1].seq if start.events else start.seq
     next_beat = loop.time() + heartbeat_seconds
     while not feed.closed:
+        if token_id is not None and feed.revoked(token_id):
+            return
         events = feed.after(position)
         if events is None:  # this stream fell behind the buffer
             position = feed.seq

@@ -91,6 +91,8 @@ class EventFeed:
         self._pending: dict[str, dict[str, Any]] = {}
         self._flush_timer: asyncio.TimerHandle | None = None
         self._listen_lost = False
+        # Few in a daemon's life: kept for good, so a stream learns even late.
+        self._revoked_tokens: set[str] = set()
         self._woken = asyncio.Event()
         self.closed = False
 
@@ -102,6 +104,10 @@ class EventFeed:
     @property
     def seq(self) -> int:
         return self._seq
+
+    def revoked(self, token_id: str) -> bool:
+        """Whether the token was revoked since this feed began (its streams must end)."""
+        return token_id in self._revoked_tokens
 
     def event_id(self, seq: int) -> str:
         return f"{self.epoch}-{seq}"
@@ -128,6 +134,9 @@ class EventFeed:
 
     def on_notification(self, payload: dict[str, Any]) -> None:
         if payload.get("topic") in PRIVATE_TOPICS:
+            if payload.get("topic") == "token" and payload.get("op") == "revoke":
+                self._revoked_tokens.add(str(payload.get("id")))
+                self._wake()  # a stream under that token ends
             return
         key = json.dumps(payload, sort_keys=True, default=str)
         self._pending.setdefault(key, payload)
