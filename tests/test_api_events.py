@@ -331,3 +331,18 @@ async def test_a_revoked_token_s_stream_ends_and_is_refused_again(orch: Orch, ap
         await eventually(
             lambda: (stream.last_error or "").startswith("the daemon refused the token (401)")
         )
+
+
+async def test_a_daemon_that_follows_nothing_answers_503_and_the_client_retries(
+    dsn: str,
+) -> None:
+    engine = await Orch.open(Settings(database_url=dsn), listen=False)
+    try:
+        reader = await token(engine, "monitoring_system")
+        async with served(engine) as api, following(api.base_url, reader) as (stream, _seen):
+            assert not stream.connected
+            assert stream.last_error == (
+                "the daemon answered 503: this daemon does not follow the database's notifications"
+            )
+    finally:
+        await engine.close()

@@ -153,6 +153,13 @@ class EventStream:
                 self.last_error = _describe(exc)
                 failures += 1
                 delay = self._backoff(failures)
+            except Exception as exc:
+                # A fault of our own (a malformed answer, say) must not end the task: a
+                # stream that silently stopped would leave the console stale for good.
+                log.exception("event stream failed; starting over")
+                self.last_error = _describe(exc)
+                failures += 1
+                delay = self._backoff(failures)
             self._set_connected(False)
             self._first_outcome.set()
             log.info("event stream down (%s); retrying in %.2f s", self.last_error, delay)
@@ -183,7 +190,7 @@ class EventStream:
         lines = SseLineReader()
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         opened = False
-        chunks = response.aiter_raw()
+        chunks = response.aiter_bytes()
         while True:
             try:
                 async with asyncio.timeout(self.dead_after_seconds):
