@@ -81,3 +81,27 @@ async def test_an_operator_token_is_told_why(dsn: str, pg_admin_dsn: str) -> Non
             assert not_told.status_code == 503 and not_told.json() == GENERIC
     finally:
         await orch.close()
+
+
+async def test_a_route_whose_database_is_gone_answers_503_not_500(
+    dsn: str, pg_admin_dsn: str
+) -> None:
+    """Any route, not only /readyz: the request will do once the database is back, and
+    its error text (hosts, databases, users) stays in the daemon's log."""
+    orch = await Orch.open(Settings(database_url=dsn), start_discovery=False)
+    try:
+        operator = await token(orch, "platform_engineer")
+        async with (
+            serve_api(orch) as base_url,
+            httpx.AsyncClient(base_url=base_url, headers=operator) as client,
+        ):
+            assert await orch.tokens.authenticate(operator["Authorization"][7:]) is not None
+            database = _database_of(dsn)
+            await _shut_out(pg_admin_dsn, database)
+            answer = await client.get("/api/orchestration/registry/services")
+            assert answer.status_code == 503
+            assert answer.headers["retry-after"] == "1"
+            assert answer.json()["error"] == "DatabaseUnavailable"
+            assert database not in answer.text and "error_id" not in answer.json()
+    finally:
+        await orch.close()

@@ -26,8 +26,15 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", None) or ""
-        return state[:2] in _PASSING_CLASSES
+        return state[:2] in _PASSING_CLASSES or _refusing_connections(exc, state)
     return False
+
+
+def _refusing_connections(exc: asyncpg.PostgresError, state: str) -> bool:
+    """A database closed to connections for now (``ALLOW_CONNECTIONS false`` while it is
+    maintained): 55000, which otherwise means a statement's own mistake (currval before
+    nextval), so it is told apart by what the server says."""
+    return state == "55000" and "not currently accepting connections" in str(exc)
 
 
 #: What an unreachable server raises, for ``except`` clauses that keep a loop alive.
