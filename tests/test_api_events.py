@@ -18,7 +18,7 @@ from orchcore.api import create_app
 from orchcore.api.app import close_event_streams
 from orchcore.client.events import EventStream
 from orchcore.events import EventFeed
-from orchcore.events.feed import LISTEN_INTERRUPTED
+from orchcore.events.feed import LISTEN_INTERRUPTED, LISTEN_LOST
 from tests.support.api import serve_asgi, token
 from tests.support.daemons import DaemonProcess
 from tests.support.http import free_port
@@ -275,8 +275,11 @@ async def test_a_lost_listen_connection_tells_clients_to_refresh(
             )
         finally:
             await conn.close()
-        await eventually(lambda: seen.of("reset"), timeout=20, message="a reset")
-        assert seen.of("reset") == [{"topic": "reset", "reason": LISTEN_INTERRUPTED}]
+        await eventually(lambda: len(seen.of("reset")) == 2, timeout=20, message="two resets")
+        assert seen.of("reset") == [
+            {"topic": "reset", "reason": LISTEN_LOST},
+            {"topic": "reset", "reason": LISTEN_INTERRUPTED},
+        ]
         await register(orch, "venue")  # and the feed follows the new connection
         await eventually(lambda: seen.services() == ["venue"])
 

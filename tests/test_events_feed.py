@@ -7,7 +7,7 @@ import asyncio
 import json
 
 from orchcore.events import EventFeed
-from orchcore.events.feed import LISTEN_INTERRUPTED
+from orchcore.events.feed import LISTEN_INTERRUPTED, LISTEN_LOST
 from orchcore.events.sse import SseEvent, SseLineReader, SseParser, encode_event
 from tests.support.polling import eventually
 
@@ -109,12 +109,14 @@ async def test_a_lost_and_regained_listen_connection_is_a_reset_for_every_stream
     feed = EventFeed(None)
     feed.on_notification({"topic": "breaker"})
     feed.on_listen_state(False)
+    feed.on_listen_state(False)  # still lost: told once
     feed.on_listen_state(True)
     kinds = [(e.kind, e.reason) for e in feed.after(0) or []]
-    # What was held goes out first, then the reset.
-    assert kinds == [("change", None), ("reset", LISTEN_INTERRUPTED)]
-    feed.on_listen_state(True)  # connected, and still: no second reset
-    assert feed.seq == 2
+    # What was held goes out first, then a reset as it is lost (clients look at once and
+    # find the daemon without its database) and one as it is back.
+    assert kinds == [("change", None), ("reset", LISTEN_LOST), ("reset", LISTEN_INTERRUPTED)]
+    feed.on_listen_state(True)  # connected, and still: no other reset
+    assert feed.seq == 3
 
 
 async def test_closing_wakes_every_waiting_stream() -> None:

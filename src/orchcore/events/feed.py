@@ -12,7 +12,9 @@ alert), so those arriving within ``coalesce_seconds`` go out as one event carryi
 distinct payloads, each once.
 
 NOTIFY has no replay: when the daemon's own LISTEN connection drops and comes back,
-whatever changed meanwhile is unknown, and the feed records a reset for every client.
+whatever changed meanwhile is unknown, and the feed records a reset for every client;
+it records one as the connection drops too, so clients look again at once (and find the
+daemon unable to reach its database) instead of at their next slow refresh.
 
 Timing here is the event loop's, not the engine's clock: coalescing and waiting are
 about the network and the wall, and a test's manual clock must not hold them.
@@ -45,6 +47,10 @@ MAX_CHANGES_PER_EVENT = 500
 #: of verified tokens, no state a console shows, and tokens are not a READ token's to see.
 PRIVATE_TOPICS = frozenset({"token"})
 
+LISTEN_LOST = (
+    "the daemon's notification connection to the database is lost: until it is back, "
+    "changes are not followed (refresh, and expect the daemon to answer 503 meanwhile)"
+)
 LISTEN_INTERRUPTED = (
     "the daemon's notification connection to the database was lost and restored: "
     "what changed meanwhile is unknown"
@@ -148,7 +154,12 @@ class EventFeed:
 
     def on_listen_state(self, connected: bool) -> None:
         if not connected:
-            self._listen_lost = True
+            if not self._listen_lost:
+                # Told at once, not at a client's next slow refresh: a console refetches,
+                # finds the daemon cannot reach its database, and says so in its banner.
+                self._listen_lost = True
+                self.flush()
+                self.record_reset(LISTEN_LOST)
             return
         if self._listen_lost:
             self._listen_lost = False
