@@ -97,6 +97,7 @@ async def test_whoami_tells_each_token_its_name_role_and_actions(
         "service": None,
         "actions": ["read"],
         "expires_at": None,
+        "environment": orch.settings.environment,  # the daemon's: the console's header says it
     }
     venue = (await whoami(await secret_of(orch, "service", service="venue"))).json()
     assert (venue["role"], venue["service"]) == ("service", "venue")

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from orchcore.retention import History, HistoryRetention
     from orchcore.saga.definitions import DefinitionStore
     from orchcore.saga.store import WorkflowStore
+    from orchcore.tracing.servicemap_models import GetServiceMapResponse
     from orchcore.tracing.tracing import Tracing
 
 Q = Queries("orchcore")
@@ -352,6 +353,12 @@ class Orch:
         from orchcore.registry.health import InstanceHealthChecker
 
         return InstanceHealthChecker(self.db, self.clock, checker_id=checker_id, actor=actor)
+
+    async def service_map(self) -> GetServiceMapResponse:
+        """The seed's GetServiceMapResponse over the last hour (``orch map``, the Map pane)."""
+        from orchcore.tracing.servicemap import ServiceMapReader
+
+        return await ServiceMapReader(self.db, self.clock).build()
 
     async def overview(self) -> SystemOverview:
         from orchcore.overview import summarise

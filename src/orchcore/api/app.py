@@ -17,6 +17,7 @@ from orchcore.api import (
     events,
     identity,
     mesh,
+    overview,
     servicemap,
     services,
     traces,
@@ -66,7 +67,12 @@ def create_app(orch: Orch, *, daemon_name: str | None = None) -> FastAPI:
     app.state.event_feed.open()
     install_error_handlers(app)
     # OTLP ingest keeps its own limit, answered in OTLP's encoding (api/traces.py).
-    install_guards(app, max_body_bytes=orch.settings.api_max_body_bytes, own_limits={"/v1/traces"})
+    install_guards(
+        app,
+        max_body_bytes=orch.settings.api_max_body_bytes,
+        own_limits={"/v1/traces"},
+        now=orch.clock.now,
+    )
     app.include_router(services.router)
     app.include_router(breakers.router)
     app.include_router(mesh.router)
@@ -76,6 +82,7 @@ def create_app(orch: Orch, *, daemon_name: str | None = None) -> FastAPI:
     app.include_router(traces.router)
     app.include_router(traces.otlp_router)
     app.include_router(servicemap.router)
+    app.include_router(overview.router)
     app.include_router(events.router)
     app.include_router(identity.router)
     install_contract(app)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, Field
 
 from orchcore.api.auth import Caller, Engine, allowed
 from orchcore.api.contract import ContractRoute
 from orchcore.auth import Action
-from orchcore.resilience.breaker_metrics import GetCircuitBreakerMetricsResponse, breaker_metrics
-from orchcore.resilience.breakers import Breaker, CreateCircuitBreakerRequest
+from orchcore.resilience.breaker_metrics import GetCircuitBreakerMetricsResponse
+from orchcore.resilience.breakers import Breaker, BreakerTransition, CreateCircuitBreakerRequest
 from orchcore.textrules import NOT_BLANK_PATTERN
 
 router = APIRouter(
@@ -129,4 +129,17 @@ for _verb in ("force-open", "disable"):
 )
 async def breaker_metrics_route(breaker_id: str, orch: Engine) -> GetCircuitBreakerMetricsResponse:
     found = await orch.breakers.get_by_ref(breaker_id)
-    return await breaker_metrics(orch.db, orch.clock, found)
+    return await orch.breakers.metrics(found)
+
+
+@router.get(
+    "/circuit-breakers/{breaker_id}/history",
+    response_model=list[BreakerTransition],
+    dependencies=[allowed(Action.READ)],
+)
+async def breaker_history(
+    breaker_id: str, orch: Engine, limit: int = Query(default=100, ge=1, le=1000)
+) -> list[BreakerTransition]:
+    """The breaker's state transitions, newest first (who, why, when)."""
+    found = await orch.breakers.get_by_ref(breaker_id)
+    return await orch.breakers.history(found.id, limit=limit)

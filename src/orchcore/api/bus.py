@@ -15,13 +15,14 @@ from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, Field
 
 from orchcore.api.auth import Caller, Engine, allowed
-from orchcore.api.contract import ContractRoute
+from orchcore.api.contract import ContractRoute, Timestamp
 from orchcore.auth import Action
 from orchcore.bus.models import (
     MESSAGE_ID_PATTERN,
     CreateMessageQueueRequest,
     DeadLetter,
     DeadLetterActionResponse,
+    DepthSample,
     ExtendRequest,
     GetQueueMessagesResponse,
     MessageQueue,
@@ -338,3 +339,18 @@ async def purge_dead_letters(
     queue_name: str, request: PurgeRequest, orch: Engine, caller: Caller
 ) -> DeadLetterActionResponse:
     return await orch.bus.purge_dead_letters(queue_name, request, actor=caller.actor)
+
+
+@router.get(
+    "/queues/{queue_name}/depth",
+    response_model=list[DepthSample],
+    responses=REFUSALS,
+    dependencies=READ,
+)
+async def depth_history(
+    queue_name: str,
+    orch: Engine,
+    since: Annotated[Timestamp, Query(description="samples taken at or after this time")],
+) -> list[DepthSample]:
+    """The queue's depth as the daemons sampled it (every few seconds), oldest first."""
+    return await orch.bus.depth_history(queue_name, since=since)

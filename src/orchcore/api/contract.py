@@ -27,10 +27,11 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
-from pydantic import BeforeValidator, TypeAdapter, ValidationError
+from pydantic import BaseModel, BeforeValidator, Field, TypeAdapter, ValidationError
 
 from orchcore.api.auth import Caller
 from orchcore.api.errors import ErrorBody
+from orchcore.textrules import NOT_BLANK_PATTERN
 
 REF = "#/components/schemas/{model}"
 ERROR_REF = {"$ref": REF.format(model="ErrorBody")}
@@ -211,3 +212,10 @@ def _rfc3339(value: Any) -> Any:
 
 #: A date-time read from a query parameter exactly as the schema's ``date-time`` says.
 Timestamp = Annotated[datetime, BeforeValidator(_rfc3339)]
+
+
+class OperatorsReason(BaseModel):
+    """Why an operator acts, where the engine records the reason as given (blank
+    reasons are refused here, by the pattern the schema states, not by the engine)."""
+
+    reason: str = Field(min_length=1, max_length=500, pattern=NOT_BLANK_PATTERN)

@@ -11,7 +11,7 @@ from datetime import datetime
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from orchcore.api.auth import Caller
+from orchcore.api.auth import Caller, Engine
 from orchcore.api.contract import ContractRoute
 from orchcore.auth import Action, Principal, Role
 
@@ -24,9 +24,12 @@ class Identity(BaseModel):
     service: str | None = Field(description="the service a 'service' token acts as, else null")
     actions: list[Action] = Field(description="every action this token's role allows it")
     expires_at: datetime | None = Field(description="when the token stops working; null: never")
+    environment: str = Field(
+        default="", description="the deployment environment the daemon serves (its setting)"
+    )
 
     @classmethod
-    def of(cls, principal: Principal) -> Identity:
+    def of(cls, principal: Principal, *, environment: str = "") -> Identity:
         # A service token's instance_self counts for its own service, the only one it may
         # manage; the same test the routes make.
         allowed = [
@@ -40,10 +43,11 @@ class Identity(BaseModel):
             service=principal.service_name,
             actions=allowed,
             expires_at=principal.expires_at,
+            environment=environment,
         )
 
 
 @router.get("/whoami", response_model=Identity)
-async def whoami(caller: Caller) -> Identity:
+async def whoami(caller: Caller, orch: Engine) -> Identity:
     """The calling token: any valid token may ask; 401 without one."""
-    return Identity.of(caller)
+    return Identity.of(caller, environment=orch.settings.environment)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, status
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from orchcore.api.auth import Caller, Engine, allowed
-from orchcore.api.contract import ContractRoute
+from orchcore.api.contract import ContractRoute, OperatorsReason
 from orchcore.auth import Action
 from orchcore.mesh.istio_export import IstioExport, export_istio
 from orchcore.mesh.models import CreateMeshPolicyRequest, MeshPolicy, UpdateMeshPolicyRequest
@@ -113,3 +113,31 @@ async def export(
     if output == "json":
         return JSONResponse(result.model_dump(mode="json"), headers=headers)
     return PlainTextResponse(result.yaml(), media_type="application/yaml", headers=headers)
+
+
+def _enabling(enabled: bool) -> Any:
+    async def enable_or_disable(
+        policy_id: str, request: OperatorsReason, orch: Engine, caller: Caller
+    ) -> MeshPolicy:
+        return await orch.mesh.set_enabled(
+            policy_id, enabled, actor=caller.actor, reason=request.reason
+        )
+
+    enable_or_disable.__doc__ = (
+        "Enable the policy, with the reason audited."
+        if enabled
+        else "Disable the policy (it stays, and applies again when enabled), reason audited."
+    )
+    return enable_or_disable
+
+
+# One route a verb, as the breakers' operator states are.
+for _verb, _enabled in (("enable", True), ("disable", False)):
+    router.add_api_route(
+        f"/policies/{{policy_id}}/{_verb}",
+        _enabling(_enabled),
+        methods=["POST"],
+        name=f"{_verb}_policy",
+        response_model=MeshPolicy,
+        dependencies=[allowed(Action.WRITE)],
+    )

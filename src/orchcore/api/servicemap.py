@@ -8,7 +8,6 @@ from fastapi import APIRouter
 from orchcore.api.auth import Engine, allowed
 from orchcore.api.contract import ContractRoute
 from orchcore.auth import Action
-from orchcore.tracing.servicemap import ServiceMapReader
 from orchcore.tracing.servicemap_models import GetServiceMapResponse
 
 router = APIRouter(prefix="/api/orchestration", tags=["observability"], route_class=ContractRoute)
@@ -22,4 +21,4 @@ router = APIRouter(prefix="/api/orchestration", tags=["observability"], route_cl
 async def service_map(orch: Engine) -> GetServiceMapResponse:
     """Services with their request rate, error rate and latency over the last hour, the
     connections between them (declared and observed), cycles and critical paths."""
-    return await ServiceMapReader(orch.db, orch.clock).build()
+    return await orch.service_map()

@@ -9,11 +9,12 @@ from fastapi import APIRouter, Query, status
 from pydantic import BaseModel
 
 from orchcore.api.auth import Caller, Engine, allowed
-from orchcore.api.contract import ContractRoute
+from orchcore.api.contract import ContractRoute, OperatorsReason
 from orchcore.auth import Action, Principal
 from orchcore.registry.models import (
     HeartbeatRequest,
     Instance,
+    InstanceStateEvent,
     RegisterInstanceRequest,
     RegisterServiceRequest,
     Service,
@@ -234,3 +235,50 @@ async def heartbeat(
     name = await _service_name_for_instance_action(orch, service_id, caller)
     instance = await orch.registry.heartbeat(name, instance_id, request, actor=caller.actor)
     return _instance(instance)
+
+
+@router.get(
+    "/services/{service_id}/events",
+    response_model=list[InstanceStateEvent],
+    dependencies=[allowed(Action.READ)],
+)
+async def service_events(
+    service_id: str, orch: Engine, limit: int = Query(default=50, ge=1, le=1000)
+) -> list[InstanceStateEvent]:
+    """The service's instances' state changes, newest first."""
+    return await orch.registry.service_events(service_id, limit=limit)
+
+
+@router.post(
+    "/services/{service_id}/deactivate",
+    response_model=Service,
+    dependencies=[allowed(Action.WRITE)],
+)
+async def deactivate_service(
+    service_id: str, request: OperatorsReason, orch: Engine, caller: Caller
+) -> Service:
+    """Stop routing to the service (its record and history stay), with the reason audited."""
+    return await orch.registry.deactivate_service(
+        service_id, actor=caller.actor, reason=request.reason
+    )
+
+
+# The registry's own records, as the console shows them: the seed's summaries above
+# leave out what an operator reads there (instance counts by state, health settings,
+# heartbeats and check results).
+@router.get("/registry/services", response_model=list[Service], dependencies=[allowed(Action.READ)])
+async def registry_services(
+    orch: Engine, include_inactive: bool = Query(default=False)
+) -> list[Service]:
+    return await orch.registry.list_services(include_inactive=include_inactive)
+
+
+@router.get(
+    "/registry/services/{service_id}/instances",
+    response_model=list[Instance],
+    dependencies=[allowed(Action.READ)],
+)
+async def registry_instances(
+    service_id: str, orch: Engine, include_gone: bool = Query(default=False)
+) -> list[Instance]:
+    return await orch.registry.list_instances(service_id, include_gone=include_gone)

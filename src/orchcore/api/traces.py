@@ -14,6 +14,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 
 from orchcore.api.auth import Engine, allowed
 from orchcore.api.contract import ContractRoute, Timestamp
@@ -232,6 +233,20 @@ async def get_trace(
 async def workflow_trace(workflow: str, orch: Engine) -> GetTraceDetailsResponse:
     """A workflow's trace, the workflow named by its id or its correlation id."""
     return await orch.tracing.trace(await orch.tracing.trace_of_workflow(workflow))
+
+
+class WorkflowTraceId(BaseModel):
+    workflow: str
+    trace_id: str = Field(description="32 lowercase hex digits")
+
+
+@router.get("/workflows/{workflow}/trace-id", response_model=WorkflowTraceId, dependencies=READ)
+async def workflow_trace_id(workflow: str, orch: Engine) -> WorkflowTraceId:
+    """Which trace a workflow (by id or correlation id) records into, before any of its
+    spans is written (spans are written as they end, the workflow's root last)."""
+    return WorkflowTraceId(
+        workflow=workflow, trace_id=await orch.tracing.trace_of_workflow(workflow)
+    )
 
 
 def _tags(text: str | None) -> dict[str, str] | None:

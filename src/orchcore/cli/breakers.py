@@ -8,7 +8,6 @@ from orchcore.actors import local_operator
 from orchcore.cli.context import confirm_destructive, json_option, run_with_orch
 from orchcore.cli.output import age, emit, table
 from orchcore.facade import Orch
-from orchcore.resilience.breaker_metrics import breaker_metrics
 from orchcore.resilience.breakers import Breaker
 
 BREAKER_SYMBOLS = {
@@ -71,7 +70,7 @@ async def list_breakers(orch: Orch, state: str | None, as_json: bool) -> None:
 async def show(orch: Orch, breaker: str, as_json: bool) -> None:
     """A breaker with its 24-hour metrics and its transition history."""
     found = await orch.breakers.get_by_ref(breaker)
-    metrics = await breaker_metrics(orch.db, orch.clock, found)
+    metrics = await orch.breakers.metrics(found)
 
     def human() -> None:
         click.echo(

@@ -24,7 +24,6 @@ from orchcore.tracing.models import (
     GetTracesResponse,
     SearchTracesRequest,
 )
-from orchcore.tracing.servicemap import ServiceMapReader
 from orchcore.tracing.spans import valid_trace_id
 from orchcore.validation import parse
 
@@ -270,7 +269,7 @@ async def show_trace(orch: Orch, trace: str, width: int | None, as_json: bool) -
 async def service_map(orch: Orch, as_json: bool) -> None:
     """The service map of the last hour: services, their connections, critical paths
     (by failure impact) and dependency cycles."""
-    found = await ServiceMapReader(orch.db, orch.clock).build()
+    found = await orch.service_map()
 
     def human() -> None:
         table(

@@ -38,6 +38,8 @@ class Identity:
     service: str | None
     actions: frozenset[str]
     expires_at: datetime | None
+    #: the deployment environment the daemon serves ("" from a daemon that does not say)
+    environment: str = ""
 
     def may(self, action: str) -> bool:
         """Whether the role allows ``action`` (an Action's value); the daemon still
@@ -79,6 +81,7 @@ async def whoami(client: httpx.AsyncClient) -> Identity:
             service=body["service"],
             actions=frozenset(str(action) for action in body["actions"]),
             expires_at=None if expires_at is None else datetime.fromisoformat(expires_at),
+            environment=str(body.get("environment") or ""),
         )
     except (ValueError, KeyError, TypeError):
         raise DaemonUnreachable(f"{url}{WHOAMI_PATH} did not answer as orch does") from None

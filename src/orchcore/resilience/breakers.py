@@ -22,7 +22,7 @@ import fnmatch
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 import asyncpg
@@ -34,6 +34,9 @@ from orchcore.db import Database, Queries
 from orchcore.db.listen import NotificationListener
 from orchcore.errors import ConflictError, NotFoundError, OrchError, ValidationFailed
 from orchcore.validation import parse
+
+if TYPE_CHECKING:
+    from orchcore.resilience.breaker_metrics import GetCircuitBreakerMetricsResponse
 
 Q = Queries("orchcore.resilience")
 log = logging.getLogger("orch.breakers")
@@ -219,6 +222,14 @@ class CircuitBreakers:
         # dataclass per call was half the closed-path cost.
         self._closed_permits: dict[UUID, BreakerPermit] = {}
         self.database_round_trips = 0
+
+    async def metrics(
+        self, breaker: Breaker, *, hours: int = 24
+    ) -> GetCircuitBreakerMetricsResponse:
+        """The seed's GetCircuitBreakerMetricsResponse over the last ``hours``."""
+        from orchcore.resilience.breaker_metrics import breaker_metrics
+
+        return await breaker_metrics(self._db, self._clock, breaker, hours=hours)
 
     async def start(self) -> None:
         await self.refresh_all()
