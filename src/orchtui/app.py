@@ -20,7 +20,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path, PurePath
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual.app import App
 from textual.binding import BindingType
@@ -43,6 +43,11 @@ from orchtui.screens import (
     MainScreen,
     PaneScreen,
 )
+from orchtui.source import ConsoleSource
+
+if TYPE_CHECKING:
+    from orchcore.client.credentials import ApiCredentials
+    from orchcore.client.remote import RemoteOrch
 
 #: How often the visible pane is considered for a refresh (so at most 4 fetches a second).
 REFRESH_TICK_SECONDS = 0.25
@@ -50,6 +55,8 @@ REFRESH_TICK_SECONDS = 0.25
 SLOW_REFRESH_SECONDS = 5.0
 #: While the database is unreachable, how often to try again.
 RETRY_SECONDS = 1.0
+#: The notification a daemon's event stream sends when it cannot say what changed.
+RESET_TOPIC = "reset"
 
 GLOBAL_ACTIONS: tuple[ConsoleAction, ...] = (
     ConsoleAction("question_mark", "help", "Help", "Show every key", key_display="?"),
@@ -118,7 +125,8 @@ class ListenerStateChanged(Message):
 
 
 class OrchConsole(App[int]):
-    """The console. Give it an open :class:`Orch`, or ``open_orch`` to open one itself."""
+    """The console. Give it an open source (the engine, :class:`Orch`, or the daemon's API,
+    :class:`~orchcore.client.remote.RemoteOrch`), or ``open_orch`` to open one itself."""
 
     TITLE = "orch console"
     CSS_PATH = stylesheets()
@@ -127,11 +135,12 @@ class OrchConsole(App[int]):
 
     def __init__(
         self,
-        orch: Orch | None = None,
+        orch: ConsoleSource | None = None,
         *,
         readonly: bool = False,
-        open_orch: Callable[[], Awaitable[Orch]] | None = None,
+        open_orch: Callable[[], Awaitable[ConsoleSource]] | None = None,
         first_pane: str = "overview",
+        actor: str | None = None,
     ) -> None:
         if (orch is None) == (open_orch is None):
             raise ValueError("give either an open Orch or open_orch, not both or neither")
@@ -141,7 +150,9 @@ class OrchConsole(App[int]):
         super().__init__(ansi_color=True if "NO_COLOR" in os.environ else None)
         self.orch = orch
         self.readonly = readonly
-        self.actor = local_operator()
+        #: whom the confirmations name: the local user on the database, the token's name
+        #: over the API (where the daemon records the token's identity, whatever is sent)
+        self.actor = actor or local_operator()
         self.pane_classes = PANES
         self._open_orch = open_orch
         self._first_pane = first_pane
@@ -179,7 +190,7 @@ class OrchConsole(App[int]):
         if self._open_orch is not None and self.orch is not None:
             await self.orch.close()
 
-    def _follow_listener(self, orch: Orch) -> None:
+    def _follow_listener(self, orch: ConsoleSource) -> None:
         listener = orch.listener
         if listener is None:
             return
@@ -212,11 +223,22 @@ class OrchConsole(App[int]):
     # -- state the chrome shows ------------------------------------------------------------
 
     @property
-    def engine(self) -> Orch:
+    def engine(self) -> ConsoleSource:
         """The open engine; panes call this only after their first fetch, when it is set."""
         if self.orch is None:
             raise RuntimeError("the console has not connected yet")
         return self.orch
+
+    @property
+    def over_api(self) -> bool:
+        """Whether the source is a daemon's API (its label is the daemon's URL)."""
+        label = self.orch.database_label if self.orch is not None else ""
+        return label.startswith(("http://", "https://"))
+
+    @property
+    def _link(self) -> str:
+        """What the banner says was lost: the database, or the daemon."""
+        return "daemon" if self.over_api else "database"
 
     @property
     def database_label(self) -> str:
@@ -249,7 +271,7 @@ class OrchConsole(App[int]):
         """What the banner says, or None when all is well."""
         lost = self._connection_problem()
         if lost is not None:
-            return f"✖ database connection lost — retrying… ({lost})"
+            return f"✖ {self._link} connection lost — retrying… ({lost})"
         if self._failure is not None:
             pane, error = self._failure
             return f"✖ {pane.TITLE} could not refresh — retrying… ({describe_error(error)})"
@@ -303,8 +325,11 @@ class OrchConsole(App[int]):
         return SLOW_REFRESH_SECONDS
 
     def on_engine_notification(self, message: EngineNotification) -> None:
+        # "reset": the daemon's stream could not tell what changed meanwhile (it restarted,
+        # or its own LISTEN connection was lost): everything is refetched.
+        everything = message.payload.get("topic") == RESET_TOPIC
         for pane in self._panes:
-            if pane.concerns(message.payload):
+            if everything or pane.concerns(message.payload):
                 pane.mark_dirty()
 
     def on_listener_state_changed(self, message: ListenerStateChanged) -> None:
@@ -481,3 +506,37 @@ async def _run_console(settings: Settings, *, readonly: bool, dsn: str | None) -
         return app.return_code or 0
     finally:
         await orch.close()
+
+
+def run_api_console(credentials: ApiCredentials, *, readonly: bool) -> int:
+    """The console over the daemon's API: no database driver, the token's role deciding
+    what it may do (a token that may not write gets the read-only console)."""
+    return asyncio.run(_run_api_console(credentials, readonly=readonly))
+
+
+def api_console(source: RemoteOrch, *, readonly: bool, first_pane: str = "overview") -> OrchConsole:
+    """The console on a daemon's API: read-only when asked, or when the token's role may
+    not write (its mutating keys hidden; the daemon refuses them anyway), and naming the
+    token as the daemon's audit log will."""
+    return OrchConsole(
+        source,
+        readonly=readonly or not source.identity.may("write"),
+        actor=source.actor,
+        first_pane=first_pane,
+    )
+
+
+async def _run_api_console(credentials: ApiCredentials, *, readonly: bool) -> int:
+    from orchcore.client.remote import RemoteOrch
+
+    try:
+        source = await RemoteOrch.connect(credentials)
+    except OrchError as exc:
+        print(f"orch console: {exc}", file=sys.stderr)
+        return 1
+    try:
+        app = api_console(source, readonly=readonly)
+        await app.run_async()
+        return app.return_code or 0
+    finally:
+        await source.close()

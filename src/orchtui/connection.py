@@ -1,15 +1,19 @@
-"""Telling a lost database from any other failure of a fetch."""
+"""Telling a lost database (or daemon, over the API) from any other failure of a fetch."""
 
 from __future__ import annotations
 
 import asyncpg
+import httpx
 
+from orchcore.client.identity import DaemonUnreachable
 from orchcore.facade import DatabaseUnavailable
 
 #: Errors that mean the database cannot be reached right now (the pool or the server
 #: is going away, refusing, or not answering), as opposed to a query that is wrong.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     DatabaseUnavailable,
+    DaemonUnreachable,  # over the API: the daemon, or its database, does not answer
+    httpx.TransportError,
     OSError,
     TimeoutError,
     asyncpg.InterfaceError,

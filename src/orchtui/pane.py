@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from textual.widget import Widget
 
-from orchcore import Orch
 from orchtui.actions import ConsoleAction, Mutation, Unavailable
 from orchtui.formatting import age
+from orchtui.source import ConsoleSource
 from orchtui.widgets.keyed_table import KeyedTable
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ class Pane(Widget, Generic[SnapshotT]):
 
     # -- what a pane implements -------------------------------------------------------
 
-    async def fetch(self, orch: Orch) -> SnapshotT:
+    async def fetch(self, orch: ConsoleSource) -> SnapshotT:
         raise NotImplementedError
 
     def show(self, snapshot: SnapshotT) -> None:
@@ -146,7 +146,7 @@ class Pane(Widget, Generic[SnapshotT]):
             return False
         return self._dirty or time.monotonic() - self._last_attempt >= every_seconds
 
-    def start_fetch(self, orch: Orch) -> None:
+    def start_fetch(self, orch: ConsoleSource) -> None:
         """Fetch in a worker unless a fetch is already running (they never overlap)."""
         if self._fetching:
             return
@@ -157,7 +157,7 @@ class Pane(Widget, Generic[SnapshotT]):
         self._last_attempt = time.monotonic()
         self.run_worker(self._fetch_and_show(orch), group="fetch", exit_on_error=False)
 
-    async def _fetch_and_show(self, orch: Orch) -> None:
+    async def _fetch_and_show(self, orch: ConsoleSource) -> None:
         try:
             snapshot = await asyncio.wait_for(self.fetch(orch), FETCH_TIMEOUT_SECONDS)
         except asyncio.CancelledError:

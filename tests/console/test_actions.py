@@ -19,6 +19,7 @@ from tests.console.helpers import (
     register_service,
     table_keys,
 )
+from tests.console.sources import SourceOf, console_on
 from tests.support.polling import eventually
 
 OPERATOR = "alice@console-test"
@@ -37,18 +38,20 @@ async def open_instances_of(app: OrchConsole, pilot: object, service_row: int = 
     await pane_loaded(app, "instances")
 
 
-async def test_deregister_names_the_target_defaults_to_cancel_and_is_audited(orch: Orch) -> None:
+async def test_deregister_names_the_target_defaults_to_cancel_and_is_audited(
+    orch: Orch, as_source: SourceOf
+) -> None:
     await register_service(orch, "venue")
     await register_instances(orch, "venue", 3)
     await mark(orch, "venue-2", "healthy")
-    app = OrchConsole(orch, first_pane="services")
+    app = console_on(await as_source(orch), first_pane="services")
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await open_instances_of(app, pilot)
         await pilot.press("down")
         await pilot.press("d")
         assert isinstance(app.screen, ConfirmMutationScreen)
         text = await on_screen(app, "Deregister instance venue-2 of service venue?")
-        assert f"acting as {OPERATOR}" in text
+        assert f"acting as {app.actor}" in text
         focused = app.screen.focused
         assert isinstance(focused, Button)
         assert focused.id == "cancel"
@@ -65,16 +68,16 @@ async def test_deregister_names_the_target_defaults_to_cancel_and_is_audited(orc
         entry, *_ = await recent_actions(orch.db.pool, target_kind="instance", target_id="venue-2")
         assert (entry.action, entry.actor, entry.reason) == (
             "instance.deregister",
-            OPERATOR,
+            app.actor,
             "host retired",
         )
         await on_screen(app, "healthy → ⊘ terminating")
 
 
-async def test_enter_on_the_default_focus_cancels(orch: Orch) -> None:
+async def test_enter_on_the_default_focus_cancels(orch: Orch, as_source: SourceOf) -> None:
     await register_service(orch, "venue")
     await register_instances(orch, "venue", 1)
-    app = OrchConsole(orch, first_pane="services")
+    app = console_on(await as_source(orch), first_pane="services")
     async with app.run_test(size=SIZE) as pilot:
         await open_instances_of(app, pilot)
         await pilot.press("d")
@@ -86,10 +89,10 @@ async def test_enter_on_the_default_focus_cancels(orch: Orch) -> None:
         assert [e.action for e in audited] == ["instance.register"]
 
 
-async def test_confirming_needs_a_reason(orch: Orch) -> None:
+async def test_confirming_needs_a_reason(orch: Orch, as_source: SourceOf) -> None:
     await register_service(orch, "venue")
     await register_instances(orch, "venue", 1)
-    app = OrchConsole(orch, first_pane="services")
+    app = console_on(await as_source(orch), first_pane="services")
     async with app.run_test(size=SIZE) as pilot:
         await open_instances_of(app, pilot)
         await pilot.press("d", "tab")  # Cancel -> Deregister
@@ -105,11 +108,11 @@ async def test_confirming_needs_a_reason(orch: Orch) -> None:
         assert (await orch.registry.get_instance("venue-1")).status == "starting"
 
 
-async def test_deactivate_service_from_the_services_pane(orch: Orch) -> None:
+async def test_deactivate_service_from_the_services_pane(orch: Orch, as_source: SourceOf) -> None:
     await register_service(orch, "booking")
     await register_service(orch, "venue")
     await register_instances(orch, "venue", 2)
-    app = OrchConsole(orch, first_pane="services")
+    app = console_on(await as_source(orch), first_pane="services")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "services")
         await pilot.press("down", "D")
@@ -122,15 +125,15 @@ async def test_deactivate_service_from_the_services_pane(orch: Orch) -> None:
         entry, *_ = await recent_actions(orch.db.pool, target_kind="service", target_id="venue")
         assert (entry.action, entry.actor, entry.reason) == (
             "service.deactivate",
-            OPERATOR,
+            app.actor,
             "replaced by venue-v2",
         )
 
 
-async def test_a_failed_action_is_reported_not_fatal(orch: Orch) -> None:
+async def test_a_failed_action_is_reported_not_fatal(orch: Orch, as_source: SourceOf) -> None:
     await register_service(orch, "venue")
     await register_instances(orch, "venue", 1)
-    app = OrchConsole(orch, first_pane="services")
+    app = console_on(await as_source(orch), first_pane="services")
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await open_instances_of(app, pilot)
         await pilot.press("d")
@@ -141,10 +144,10 @@ async def test_a_failed_action_is_reported_not_fatal(orch: Orch) -> None:
         assert app.is_running
 
 
-async def test_readonly_hides_mutating_actions_everywhere(orch: Orch) -> None:
+async def test_readonly_hides_mutating_actions_everywhere(orch: Orch, as_source: SourceOf) -> None:
     await register_service(orch, "venue")
     await register_instances(orch, "venue", 1)
-    app = OrchConsole(orch, readonly=True, first_pane="services")
+    app = console_on(await as_source(orch), readonly=True, first_pane="services")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "services")
         text = await on_screen(app, "READ-ONLY", "⏎ Instances")

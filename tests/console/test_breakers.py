@@ -16,6 +16,7 @@ from orchtui.app import OrchConsole
 from orchtui.panes.breaker_detail import BreakerDetailPane
 from orchtui.screens import ConfirmMutationScreen, HelpScreen
 from tests.console.helpers import SIZE, on_screen, pane_loaded
+from tests.console.sources import SourceOf, console_on
 from tests.support.callers import known_callers
 from tests.support.http import SwitchableServer
 from tests.support.registry import healthy_service
@@ -59,10 +60,10 @@ async def confirm_with_reason(app: OrchConsole, pilot: object, reason: str) -> N
 
 
 async def test_a_breaker_opened_by_real_calls_shows_open_within_a_second(
-    orch: Orch, caller: ServiceCaller, http_server: SwitchableServer
+    orch: Orch, caller: ServiceCaller, http_server: SwitchableServer, as_source: SourceOf
 ) -> None:
     await call_venue(caller)  # the first call makes the breaker, closed
-    app = OrchConsole(orch, first_pane="breakers")
+    app = console_on(await as_source(orch), first_pane="breakers")
     async with app.run_test(size=SIZE):
         await pane_loaded(app, "breakers")
         text = await on_screen(app, "booking → venue", "● closed", "0/5")
@@ -73,26 +74,29 @@ async def test_a_breaker_opened_by_real_calls_shows_open_within_a_second(
         await on_screen(app, "4/5", "● closed", timeout=1.0)
         await call_venue(caller)  # the fifth failure opens it
         opened = time.monotonic()
-        text = await on_screen(app, "✖ open", "in 60s", timeout=1.0)
+        text = await on_screen(app, "✖ open", "next attempt in ", timeout=1.0)
         assert time.monotonic() - opened < 1.0
+        # 60 s on the engine's clock (which this test holds still); over the API the
+        # console moves the daemon's time on by its own clock since the last answer.
+        assert "in 60s" in text or (app.engine is not orch and "in 59s" in text)
         assert "✖ 1 open" in text  # the counts above the table follow too
         assert "why: 5 consecutive failures; last:" in text  # the highlighted row
 
 
 async def test_reset_names_the_breaker_defaults_to_cancel_and_is_recorded(
-    orch: Orch, caller: ServiceCaller, http_server: SwitchableServer
+    orch: Orch, caller: ServiceCaller, http_server: SwitchableServer, as_source: SourceOf
 ) -> None:
     await http_server.set_mode("error")
     await call_venue(caller, 5)
     assert (await orch.breakers.find("booking", "venue")).current_state == "open"
-    app = OrchConsole(orch, first_pane="breakers")
+    app = console_on(await as_source(orch), first_pane="breakers")
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await pane_loaded(app, "breakers")
         await on_screen(app, "✖ open")
         await pilot.press("r")
         text = await on_screen(app, "Reset breaker booking → venue *?")
         assert "It is ✖ open." in text
-        assert f"acting as {OPERATOR}" in text
+        assert f"acting as {app.actor}" in text
 
         await pilot.press("enter")  # a reflexive Enter lands on Cancel
         assert not isinstance(app.screen, ConfirmMutationScreen)
@@ -105,14 +109,14 @@ async def test_reset_names_the_breaker_defaults_to_cancel_and_is_recorded(
         breaker = await orch.breakers.find("booking", "venue")
         assert breaker.current_state == "closed"
         latest, *_ = await orch.breakers.history(breaker.id)
-        assert (latest.from_state, latest.to_state, latest.actor) == ("open", "closed", OPERATOR)
+        assert (latest.from_state, latest.to_state, latest.actor) == ("open", "closed", app.actor)
         assert latest.trigger == "reset by operator: venue-3 replaced"
         entry, *_ = await recent_actions(
             orch.db.pool, target_kind="breaker", target_id=str(breaker.id)
         )
         assert (entry.action, entry.actor, entry.reason) == (
             "breaker.reset",
-            OPERATOR,
+            app.actor,
             "venue-3 replaced",
         )
 
@@ -126,10 +130,10 @@ async def test_reset_names_the_breaker_defaults_to_cancel_and_is_recorded(
     ids=["force-open", "disable"],
 )
 async def test_force_open_and_disable_are_confirmed_and_recorded(
-    orch: Orch, key: str, question: str, state: str, shown: str
+    orch: Orch, key: str, question: str, state: str, shown: str, as_source: SourceOf
 ) -> None:
     await a_breaker(orch)
-    app = OrchConsole(orch, first_pane="breakers")
+    app = console_on(await as_source(orch), first_pane="breakers")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "breakers")
         await on_screen(app, "● closed")
@@ -140,13 +144,13 @@ async def test_force_open_and_disable_are_confirmed_and_recorded(
         breaker = await orch.breakers.find("booking", "venue")
         assert breaker.current_state == state
         latest, *_ = await orch.breakers.history(breaker.id)
-        assert (latest.to_state, latest.actor) == (state, OPERATOR)
+        assert (latest.to_state, latest.actor) == (state, app.actor)
         assert latest.trigger.endswith("by operator: incident 42")
 
 
-async def test_confirming_without_a_reason_changes_nothing(orch: Orch) -> None:
+async def test_confirming_without_a_reason_changes_nothing(orch: Orch, as_source: SourceOf) -> None:
     await a_breaker(orch)
-    app = OrchConsole(orch, first_pane="breakers")
+    app = console_on(await as_source(orch), first_pane="breakers")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "breakers")
         await pilot.press("o", "tab", "enter")  # Cancel -> Force open, no reason given
@@ -155,10 +159,10 @@ async def test_confirming_without_a_reason_changes_nothing(orch: Orch) -> None:
         assert (await orch.breakers.find("booking", "venue")).current_state == "closed"
 
 
-async def test_readonly_hides_reset_force_open_and_disable(orch: Orch) -> None:
+async def test_readonly_hides_reset_force_open_and_disable(orch: Orch, as_source: SourceOf) -> None:
     breaker = await a_breaker(orch)
     await orch.breakers.force_open(breaker.id, actor="t", reason="drill")
-    app = OrchConsole(orch, readonly=True, first_pane="breakers")
+    app = console_on(await as_source(orch), readonly=True, first_pane="breakers")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "breakers")
         footer = (await on_screen(app, "✖ forced-open", "⏎ Detail")).splitlines()[-1]
@@ -184,7 +188,11 @@ async def test_readonly_hides_reset_force_open_and_disable(orch: Orch) -> None:
 
 
 async def test_detail_shows_settings_metrics_and_history(
-    orch: Orch, caller: ServiceCaller, http_server: SwitchableServer, clock: ManualClock
+    orch: Orch,
+    caller: ServiceCaller,
+    http_server: SwitchableServer,
+    clock: ManualClock,
+    as_source: SourceOf,
 ) -> None:
     await call_venue(caller, 3)
     await http_server.set_mode("error")
@@ -193,7 +201,7 @@ async def test_detail_shows_settings_metrics_and_history(
     breaker = await orch.breakers.find("booking", "venue")
     await orch.breakers.reset(breaker.id, actor="bob@ops", reason="venue redeployed")
     await orch.events.flush()  # the call path writes its call records in batches
-    app = OrchConsole(orch, first_pane="breakers")
+    app = console_on(await as_source(orch), first_pane="breakers")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "breakers")
         await pilot.press("enter")
@@ -219,10 +227,10 @@ async def test_detail_shows_settings_metrics_and_history(
         await pane_loaded(app, "breakers")
 
 
-async def test_detail_follows_its_breaker_and_acts_on_it(orch: Orch) -> None:
+async def test_detail_follows_its_breaker_and_acts_on_it(orch: Orch, as_source: SourceOf) -> None:
     breaker = await a_breaker(orch)
     other = await a_breaker(orch, target="catering")
-    app = OrchConsole(orch, first_pane="breakers")
+    app = console_on(await as_source(orch), first_pane="breakers")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "breakers")
         await pilot.press("down", "enter")  # booking → venue, after booking → catering
@@ -238,12 +246,14 @@ async def test_detail_follows_its_breaker_and_acts_on_it(orch: Orch) -> None:
         await pilot.press("r")
         await on_screen(app, "Reset breaker booking → venue *?", "It is ○ disabled.")
         await confirm_with_reason(app, pilot, "load test over")
-        await on_screen(app, "disabled → ● closed", OPERATOR)
+        await on_screen(app, "disabled → ● closed", app.actor)
         assert (await orch.breakers.get(breaker.id)).current_state == "closed"
 
 
-async def test_an_empty_breakers_pane_says_where_breakers_come_from(orch: Orch) -> None:
-    app = OrchConsole(orch, first_pane="breakers")
+async def test_an_empty_breakers_pane_says_where_breakers_come_from(
+    orch: Orch, as_source: SourceOf
+) -> None:
+    app = console_on(await as_source(orch), first_pane="breakers")
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await pane_loaded(app, "breakers")
         await on_screen(app, "no breakers yet", "Breakers [0]")
@@ -253,7 +263,9 @@ async def test_an_empty_breakers_pane_says_where_breakers_come_from(orch: Orch) 
         assert not isinstance(app.screen, ConfirmMutationScreen)
 
 
-async def test_breakers_pane_under_no_color(orch: Orch, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_breakers_pane_under_no_color(
+    orch: Orch, monkeypatch: pytest.MonkeyPatch, as_source: SourceOf
+) -> None:
     """Every state reads by its symbol and word alone, and the rows fit 80 columns."""
     monkeypatch.setenv("NO_COLOR", "1")
     states = {"venue": None, "catering": "force_open", "payments": "disable", "photos": "reset"}
@@ -261,7 +273,7 @@ async def test_breakers_pane_under_no_color(orch: Orch, monkeypatch: pytest.Monk
         breaker = await a_breaker(orch, target=target)
         if action is not None:
             await getattr(orch.breakers, action)(breaker.id, actor="t", reason="r")
-    app = OrchConsole(orch, first_pane="breakers")
+    app = console_on(await as_source(orch), first_pane="breakers")
     assert app.no_color
     async with app.run_test(size=SIZE):
         await pane_loaded(app, "breakers")

@@ -19,11 +19,14 @@ from orchcore.db.migrate import SchemaMode
 from orchtui.app import ListenerStateChanged, OrchConsole, run_console
 from orchtui.widgets.banner import ConnectionBanner
 from tests.console.helpers import SIZE, off_screen, on_screen, pane_loaded, register_service
+from tests.console.sources import SourceOf, console_on
 from tests.support.database import with_database
 from tests.support.http import free_port
 from tests.support.polling import eventually
 
 LOST = "database connection lost — retrying…"
+#: over the API, the daemon answers that it cannot reach its database: the link is lost
+LOST_EITHER = "connection lost — retrying…"
 
 
 @asynccontextmanager
@@ -59,10 +62,10 @@ async def terminate_listener(admin_dsn: str, dsn: str) -> None:
 
 
 async def test_banner_while_the_database_is_down_then_recovery(
-    orch: Orch, dsn: str, pg_admin_dsn: str
+    orch: Orch, dsn: str, pg_admin_dsn: str, as_source: SourceOf
 ) -> None:
     await register_service(orch, "booking")
-    app = OrchConsole(orch, first_pane="services")
+    app = console_on(await as_source(orch), first_pane="services")
     async with app.run_test(size=SIZE):
         await pane_loaded(app, "services")
         banner = app.screen.query_one(ConnectionBanner)
@@ -70,13 +73,13 @@ async def test_banner_while_the_database_is_down_then_recovery(
         await on_screen(app, "● live")
 
         async with database_down(pg_admin_dsn, dsn):
-            text = await on_screen(app, LOST, "✖ offline")
+            text = await on_screen(app, LOST_EITHER, "✖ offline")
             assert "booking" in text  # the last data stays, ageing, under the banner
             assert banner.display
             assert app.connection_state == "offline"
 
         # Back by itself: the listener reconnects, the next fetch gets a fresh connection.
-        await off_screen(app, LOST, timeout=10)
+        await off_screen(app, LOST_EITHER, timeout=10)
         await on_screen(app, "● live")
         await register_service(orch, "venue")  # and live updates flow again
         await on_screen(app, "venue")

@@ -6,7 +6,6 @@ import time
 import uuid
 
 from orchcore import Orch
-from orchtui.app import OrchConsole
 from orchtui.panes.services import ServicesPane
 from orchtui.widgets import KeyedTable
 from tests.console.helpers import (
@@ -18,13 +17,14 @@ from tests.console.helpers import (
     register_service,
     table_keys,
 )
+from tests.console.sources import SourceOf, console_on
 from tests.support.http import SwitchableServer
 from tests.support.polling import eventually
 
 
-async def test_new_service_appears_without_a_key_pressed(orch: Orch) -> None:
+async def test_new_service_appears_without_a_key_pressed(orch: Orch, as_source: SourceOf) -> None:
     await register_service(orch, "booking")
-    app = OrchConsole(orch, first_pane="services")
+    app = console_on(await as_source(orch), first_pane="services")
     async with app.run_test(size=SIZE):
         await on_screen(app, "booking")
         await register_service(orch, "venue", service_version="2.0.1")
@@ -34,7 +34,7 @@ async def test_new_service_appears_without_a_key_pressed(orch: Orch) -> None:
 
 
 async def test_committed_health_change_is_on_screen_within_a_second(
-    orch: Orch, http_server: SwitchableServer
+    orch: Orch, http_server: SwitchableServer, as_source: SourceOf
 ) -> None:
     """A real health check (real HTTP) turns an instance healthy; the pane shows it < 1 s."""
     await register_service(orch, "catering", health_check={"interval_seconds": 10})
@@ -44,7 +44,7 @@ async def test_committed_health_change_is_on_screen_within_a_second(
          "version": "1"},
         actor="test",
     )  # fmt: skip
-    app = OrchConsole(orch, first_pane="services")
+    app = console_on(await as_source(orch), first_pane="services")
     checker = orch.health_checker(checker_id=uuid.uuid4(), actor="daemon:test")
     try:
         async with app.run_test(size=SIZE):
@@ -57,11 +57,13 @@ async def test_committed_health_change_is_on_screen_within_a_second(
         await checker.close()
 
 
-async def test_instance_rows_update_in_place_and_keep_the_cursor(orch: Orch) -> None:
+async def test_instance_rows_update_in_place_and_keep_the_cursor(
+    orch: Orch, as_source: SourceOf
+) -> None:
     for name in ("booking", "payments", "venue"):
         await register_service(orch, name)
     await register_instances(orch, "venue", 2)
-    app = OrchConsole(orch, first_pane="services")
+    app = console_on(await as_source(orch), first_pane="services")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "services")
         table = app.query_one("#services-table", KeyedTable)
@@ -79,11 +81,13 @@ async def test_instance_rows_update_in_place_and_keep_the_cursor(orch: Orch) -> 
         assert table.selected_key == "venue"
 
 
-async def test_instances_screen_shows_instances_and_recent_events(orch: Orch) -> None:
+async def test_instances_screen_shows_instances_and_recent_events(
+    orch: Orch, as_source: SourceOf
+) -> None:
     await register_service(orch, "venue")
     await register_instances(orch, "venue", 2)
     await mark(orch, "venue-2", "healthy")
-    app = OrchConsole(orch, first_pane="services")
+    app = console_on(await as_source(orch), first_pane="services")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "services")
         await pilot.press("enter")
@@ -103,11 +107,11 @@ async def test_instances_screen_shows_instances_and_recent_events(orch: Orch) ->
         await on_screen(app, "Services [1]")
 
 
-async def test_instances_screen_ignores_other_services(orch: Orch) -> None:
+async def test_instances_screen_ignores_other_services(orch: Orch, as_source: SourceOf) -> None:
     await register_service(orch, "venue")
     await register_service(orch, "booking")
     await register_instances(orch, "venue", 1)
-    app = OrchConsole(orch, first_pane="services")
+    app = console_on(await as_source(orch), first_pane="services")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "services")
         await pilot.press("enter")  # booking, the first row
@@ -121,8 +125,8 @@ async def test_instances_screen_ignores_other_services(orch: Orch) -> None:
         assert pane.concerns(own) is True
 
 
-async def test_refresh_waits_while_a_modal_is_open(orch: Orch) -> None:
-    app = OrchConsole(orch, first_pane="services")
+async def test_refresh_waits_while_a_modal_is_open(orch: Orch, as_source: SourceOf) -> None:
+    app = console_on(await as_source(orch), first_pane="services")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "services")
         await pilot.press("question_mark")

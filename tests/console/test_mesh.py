@@ -9,7 +9,6 @@ from textual.widgets import Button, Input
 
 from orchcore import Orch
 from orchcore.audit import recent_actions
-from orchtui.app import OrchConsole
 from orchtui.panes.mesh_policy import MeshPolicyPane
 from orchtui.screens import ConfirmMutationScreen
 from tests.console.helpers import (
@@ -20,6 +19,7 @@ from tests.console.helpers import (
     register_service,
     table_keys,
 )
+from tests.console.sources import SourceOf, console_on
 
 OPERATOR = "alice@console-test"
 
@@ -49,10 +49,12 @@ TRACING = {
 }
 
 
-async def test_policies_are_listed_by_priority_and_follow_changes(orch: Orch) -> None:
+async def test_policies_are_listed_by_priority_and_follow_changes(
+    orch: Orch, as_source: SourceOf
+) -> None:
     await orch.mesh.create(rate_limit(priority=10), actor="t")
     await orch.mesh.create(TRACING, actor="t")
-    app = OrchConsole(orch, first_pane="mesh")
+    app = console_on(await as_source(orch), first_pane="mesh")
     async with app.run_test(size=SIZE):
         await pane_loaded(app, "mesh")
         text = await on_screen(
@@ -80,9 +82,11 @@ async def test_policies_are_listed_by_priority_and_follow_changes(orch: Orch) ->
         await on_screen(app, "catering-limit", "* → catering", "Mesh policies [3]", timeout=1.0)
 
 
-async def test_toggle_names_the_policy_asks_why_and_is_audited(orch: Orch) -> None:
+async def test_toggle_names_the_policy_asks_why_and_is_audited(
+    orch: Orch, as_source: SourceOf
+) -> None:
     await orch.mesh.create(rate_limit(), actor="t")
-    app = OrchConsole(orch, first_pane="mesh")
+    app = console_on(await as_source(orch), first_pane="mesh")
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await pane_loaded(app, "mesh")
         await on_screen(app, "● enabled")
@@ -102,7 +106,7 @@ async def test_toggle_names_the_policy_asks_why_and_is_audited(orch: Orch) -> No
         )
         assert (entry.action, entry.actor, entry.reason) == (
             "mesh_policy.disable",
-            OPERATOR,
+            app.actor,
             "load test",
         )
 
@@ -114,15 +118,15 @@ async def test_toggle_names_the_policy_asks_why_and_is_audited(orch: Orch) -> No
         entry, *_ = await recent_actions(
             orch.db.pool, target_kind="mesh_policy", target_id="venue-limit"
         )
-        assert (entry.action, entry.actor) == ("mesh_policy.enable", OPERATOR)
+        assert (entry.action, entry.actor) == ("mesh_policy.enable", app.actor)
 
 
-async def test_apply_asks_no_reason_and_reports_the_result(orch: Orch) -> None:
+async def test_apply_asks_no_reason_and_reports_the_result(orch: Orch, as_source: SourceOf) -> None:
     await register_service(orch, "venue")
     await register_instances(orch, "venue", 2)
     await orch.mesh.create(rate_limit(), actor="t")
     await orch.mesh.create(rate_limit("ghost-limit", target_services=["ghost"]), actor="t")
-    app = OrchConsole(orch, first_pane="mesh")
+    app = console_on(await as_source(orch), first_pane="mesh")
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await pane_loaded(app, "mesh")
         await on_screen(app, "venue-limit", "ghost-limit")
@@ -140,16 +144,16 @@ async def test_apply_asks_no_reason_and_reports_the_result(orch: Orch) -> None:
         entry, *_ = await recent_actions(
             orch.db.pool, target_kind="mesh_policy", target_id="venue-limit"
         )
-        assert (entry.action, entry.actor) == ("mesh_policy.apply", OPERATOR)
+        assert (entry.action, entry.actor) == ("mesh_policy.apply", app.actor)
         assert entry.details["status"] == "success"
 
         await pilot.press("up", "a", "tab", "enter")  # ghost-limit targets no service
         await on_screen(app, "✖ failed: ghost-limit", "nowhere", "✖ ghost:")
 
 
-async def test_enter_shows_the_whole_policy_as_yaml(orch: Orch) -> None:
+async def test_enter_shows_the_whole_policy_as_yaml(orch: Orch, as_source: SourceOf) -> None:
     await orch.mesh.create(rate_limit(priority=3), actor="deploy-bot")
-    app = OrchConsole(orch, first_pane="mesh")
+    app = console_on(await as_source(orch), first_pane="mesh")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "mesh")
         await pilot.press("enter")
@@ -181,9 +185,9 @@ async def test_enter_shows_the_whole_policy_as_yaml(orch: Orch) -> None:
         await on_screen(app, "● enabled · traffic")
 
 
-async def test_readonly_hides_toggle_and_apply(orch: Orch) -> None:
+async def test_readonly_hides_toggle_and_apply(orch: Orch, as_source: SourceOf) -> None:
     await orch.mesh.create(rate_limit(), actor="t")
-    app = OrchConsole(orch, readonly=True, first_pane="mesh")
+    app = console_on(await as_source(orch), readonly=True, first_pane="mesh")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "mesh")
         footer = (await on_screen(app, "venue-limit", "⏎ Policy")).splitlines()[-1]
@@ -201,8 +205,8 @@ async def test_readonly_hides_toggle_and_apply(orch: Orch) -> None:
     assert (await orch.mesh.get("venue-limit")).is_enabled
 
 
-async def test_no_policies(orch: Orch) -> None:
-    app = OrchConsole(orch, first_pane="mesh")
+async def test_no_policies(orch: Orch, as_source: SourceOf) -> None:
+    app = console_on(await as_source(orch), first_pane="mesh")
     async with app.run_test(size=SIZE):
         await pane_loaded(app, "mesh")
         await on_screen(app, "no mesh policies", "Mesh policies [0]")

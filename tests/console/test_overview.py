@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from orchcore import ManualClock, Orch
 from orchcore.resilience.retry import RetryPolicy
-from orchtui.app import OrchConsole
 from tests.console.helpers import (
     SIZE,
     mark,
@@ -14,12 +13,15 @@ from tests.console.helpers import (
     register_instances,
     register_service,
 )
+from tests.console.sources import SourceOf, console_on
 from tests.support.callers import known_callers
 from tests.support.http import SwitchableServer
 from tests.support.registry import healthy_service
 
 
-async def test_overview_counts_services_instances_and_daemons(orch: Orch) -> None:
+async def test_overview_counts_services_instances_and_daemons(
+    orch: Orch, as_source: SourceOf
+) -> None:
     await register_service(orch, "booking")  # 2 of 2 healthy: healthy
     await register_instances(orch, "booking", 2, port=9100)
     await register_service(orch, "venue")  # 1 of 3 healthy: degraded
@@ -34,7 +36,7 @@ async def test_overview_counts_services_instances_and_daemons(orch: Orch) -> Non
     await orch.registry.deregister_instance("payments", "payments-1", actor="test")
     daemon = await orch.daemons.join(name="orch-a", listen=None, version="0.1.0")
 
-    app = OrchConsole(orch)
+    app = console_on(await as_source(orch))
     async with app.run_test(size=SIZE):
         await pane_loaded(app, "overview")
         await on_screen(
@@ -55,8 +57,8 @@ async def test_overview_counts_services_instances_and_daemons(orch: Orch) -> Non
         await orch.daemons.leave(daemon)
 
 
-async def test_overview_of_an_empty_system(orch: Orch) -> None:
-    app = OrchConsole(orch)
+async def test_overview_of_an_empty_system(orch: Orch, as_source: SourceOf) -> None:
+    app = console_on(await as_source(orch))
     async with app.run_test(size=SIZE):
         await pane_loaded(app, "overview")
         await on_screen(
@@ -70,7 +72,7 @@ async def test_overview_of_an_empty_system(orch: Orch) -> None:
 
 
 async def test_overview_counts_breakers_and_names_the_open_ones(
-    orch: Orch, http_server: SwitchableServer, clock: ManualClock
+    orch: Orch, http_server: SwitchableServer, clock: ManualClock, as_source: SourceOf
 ) -> None:
     await known_callers(orch, "booking")
     await healthy_service(orch, "venue", [http_server])
@@ -96,7 +98,7 @@ async def test_overview_counts_breakers_and_names_the_open_ones(
     await http_server.set_mode("ok")
     await calls("payments", 1)  # the first trial succeeds: half-open, 1 of 3
 
-    app = OrchConsole(orch)
+    app = console_on(await as_source(orch))
     async with app.run_test(size=SIZE):
         await pane_loaded(app, "overview")
         await on_screen(

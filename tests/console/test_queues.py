@@ -19,6 +19,7 @@ from orchtui.screens import ConfirmMutationScreen, HelpScreen
 from orchtui.symbols import state_symbol
 from tests.console.helpers import SIZE, on_screen, pane_loaded
 from tests.console.seed_bus import BOOKINGS, ERROR, a_queue, dead_letter, send
+from tests.console.sources import SourceOf, console_on
 
 OPERATOR = "alice@console-test"
 QUEUE = BOOKINGS
@@ -46,13 +47,15 @@ async def confirm_with_reason(app: OrchConsole, pilot: object, reason: str) -> N
 # -- the list --------------------------------------------------------------------------------
 
 
-async def test_the_pane_lists_queues_with_depth_and_dead_letters(orch: Orch) -> None:
+async def test_the_pane_lists_queues_with_depth_and_dead_letters(
+    orch: Orch, as_source: SourceOf
+) -> None:
     await a_queue(orch)
     await a_queue(orch, "guest_updates", monitoring_config={"alert_on_backlog": 1})
     await send(orch, 5)
     await dead_letter(orch, 2)  # two of the five gave up; three wait
     await send(orch, 4, first=6)
-    app = OrchConsole(orch, first_pane="queues")
+    app = console_on(await as_source(orch), first_pane="queues")
     async with app.run_test(size=SIZE):
         await pane_loaded(app, "queues")
         text = await on_screen(app, "Queues [2]", "✖ booking_events", "○ guest_updates")
@@ -70,13 +73,15 @@ async def test_the_pane_lists_queues_with_depth_and_dead_letters(orch: Orch) -> 
         await on_screen(app, "8 ready", "▲ guest_updates")  # over its backlog threshold
 
 
-async def test_the_depth_chart_draws_the_daemons_samples(orch: Orch, clock: ManualClock) -> None:
+async def test_the_depth_chart_draws_the_daemons_samples(
+    orch: Orch, clock: ManualClock, as_source: SourceOf
+) -> None:
     await a_queue(orch)
     for batch in range(4):  # a sample each 5 s, the queue deepening
         await send(orch, 3, first=batch * 3 + 1)
         await orch.bus.sample_depths()
         await clock.advance(5)
-    app = OrchConsole(orch, first_pane="queues")
+    app = console_on(await as_source(orch), first_pane="queues")
     async with app.run_test(size=SIZE):
         await pane_loaded(app, "queues")
         text = await on_screen(
@@ -88,16 +93,20 @@ async def test_the_depth_chart_draws_the_daemons_samples(orch: Orch, clock: Manu
         assert set(plot) & set("▀▄█▌▐▖▗▘▝▙▚▛▜▞▟")  # the ready line is drawn
 
 
-async def test_a_queue_with_no_samples_says_why_there_is_no_chart(orch: Orch) -> None:
+async def test_a_queue_with_no_samples_says_why_there_is_no_chart(
+    orch: Orch, as_source: SourceOf
+) -> None:
     await a_queue(orch)
-    app = OrchConsole(orch, first_pane="queues")
+    app = console_on(await as_source(orch), first_pane="queues")
     async with app.run_test(size=SIZE):
         await pane_loaded(app, "queues")
         await on_screen(app, "no depth samples in the last 15 minutes", "is a daemon running?")
 
 
-async def test_an_empty_queues_pane_says_how_to_make_a_queue(orch: Orch) -> None:
-    app = OrchConsole(orch, first_pane="queues")
+async def test_an_empty_queues_pane_says_how_to_make_a_queue(
+    orch: Orch, as_source: SourceOf
+) -> None:
+    app = console_on(await as_source(orch), first_pane="queues")
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await pane_loaded(app, "queues")
         await on_screen(app, "no queues yet", "Queues [0]")
@@ -110,12 +119,12 @@ async def test_an_empty_queues_pane_says_how_to_make_a_queue(orch: Orch) -> None
 # -- one queue -------------------------------------------------------------------------------
 
 
-async def test_enter_opens_the_queue_with_its_dead_letters(orch: Orch) -> None:
+async def test_enter_opens_the_queue_with_its_dead_letters(orch: Orch, as_source: SourceOf) -> None:
     await a_queue(orch)
     await send(orch, 3)
     await dead_letter(orch, 3)
     await send(orch, 1, first=4)
-    app = OrchConsole(orch, first_pane="queues")
+    app = console_on(await as_source(orch), first_pane="queues")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "queues")
         await pilot.press("enter")
@@ -151,12 +160,14 @@ async def test_enter_opens_the_queue_with_its_dead_letters(orch: Orch) -> None:
 
 
 @pytest.mark.parametrize("where", ["list", "detail"])
-async def test_redrive_names_the_count_and_puts_the_messages_back(orch: Orch, where: str) -> None:
+async def test_redrive_names_the_count_and_puts_the_messages_back(
+    orch: Orch, where: str, as_source: SourceOf
+) -> None:
     await a_queue(orch)
     await send(orch, 2)
     await dead_letter(orch, 2)
     assert (await orch.bus.metrics(QUEUE)).pending_messages == 0
-    app = OrchConsole(orch, first_pane="queues")
+    app = console_on(await as_source(orch), first_pane="queues")
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await pane_loaded(app, "queues")
         await on_screen(app, "✖ booking_events")
@@ -166,7 +177,7 @@ async def test_redrive_names_the_count_and_puts_the_messages_back(orch: Orch, wh
         await pilot.press("R")
         text = await on_screen(app, f"Redrive 2 dead letters of queue {QUEUE}?")
         assert f"All 2 go back from {DLQ} to {QUEUE}" in text
-        assert f"acting as {OPERATOR}" in text
+        assert f"acting as {app.actor}" in text
 
         await pilot.press("enter")  # a reflexive Enter lands on Cancel
         assert not isinstance(app.screen, ConfirmMutationScreen)
@@ -185,15 +196,15 @@ async def test_redrive_names_the_count_and_puts_the_messages_back(orch: Orch, wh
     assert sorted(m.correlation_id or "" for m in received.messages) == ["bk-1", "bk-2"]
     assert all(m.retry_count == 0 for m in received.messages)  # the count starts again
     entry, *_ = await recent_actions(orch.db.pool, target_kind="message_queue", target_id=QUEUE)
-    assert (entry.actor, entry.reason) == (OPERATOR, "SMTP relay fixed")
+    assert (entry.actor, entry.reason) == (app.actor, "SMTP relay fixed")
     assert entry.action == "dead_letters.redrive"
 
 
-async def test_purge_asks_for_the_queues_name(orch: Orch) -> None:
+async def test_purge_asks_for_the_queues_name(orch: Orch, as_source: SourceOf) -> None:
     await a_queue(orch)
     await send(orch, 2)
     await dead_letter(orch, 2)
-    app = OrchConsole(orch, first_pane="queues")
+    app = console_on(await as_source(orch), first_pane="queues")
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await pane_loaded(app, "queues")
         await on_screen(app, "✖ booking_events")
@@ -219,14 +230,14 @@ async def test_purge_asks_for_the_queues_name(orch: Orch) -> None:
     assert (await orch.bus.metrics(QUEUE)).failed_messages == 0
     assert await orch.bus.dead_letters(QUEUE) == []
     entry, *_ = await recent_actions(orch.db.pool, target_kind="message_queue", target_id=QUEUE)
-    assert (entry.actor, entry.reason) == (OPERATOR, "poison messages")
+    assert (entry.actor, entry.reason) == (app.actor, "poison messages")
     assert entry.action == "dead_letters.purge"
 
 
-async def test_nothing_to_redrive_says_so(orch: Orch) -> None:
+async def test_nothing_to_redrive_says_so(orch: Orch, as_source: SourceOf) -> None:
     await a_queue(orch)
     await a_queue(orch, "audit_trail", dlq_enabled=False)
-    app = OrchConsole(orch, first_pane="queues")
+    app = console_on(await as_source(orch), first_pane="queues")
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await pane_loaded(app, "queues")
         await on_screen(app, "○ audit_trail", "○ booking_events")
@@ -237,11 +248,11 @@ async def test_nothing_to_redrive_says_so(orch: Orch) -> None:
         assert not isinstance(app.screen, ConfirmMutationScreen)
 
 
-async def test_readonly_hides_redrive_and_purge(orch: Orch) -> None:
+async def test_readonly_hides_redrive_and_purge(orch: Orch, as_source: SourceOf) -> None:
     await a_queue(orch)
     await send(orch, 1)
     await dead_letter(orch, 1)
-    app = OrchConsole(orch, readonly=True, first_pane="queues")
+    app = console_on(await as_source(orch), readonly=True, first_pane="queues")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "queues")
         footer = (await on_screen(app, "✖ booking_events", "⏎ Open")).splitlines()[-1]
@@ -266,7 +277,7 @@ async def test_readonly_hides_redrive_and_purge(orch: Orch) -> None:
 
 
 async def test_queues_pane_under_no_color(
-    orch: Orch, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+    orch: Orch, clock: ManualClock, monkeypatch: pytest.MonkeyPatch, as_source: SourceOf
 ) -> None:
     """States read by their symbol and word alone, the chart by its marks, in 80x24."""
     monkeypatch.setenv("NO_COLOR", "1")
@@ -277,7 +288,7 @@ async def test_queues_pane_under_no_color(
     for _ in range(3):
         await orch.bus.sample_depths()
         await clock.advance(5)
-    app = OrchConsole(orch, first_pane="queues")
+    app = console_on(await as_source(orch), first_pane="queues")
     assert app.no_color
     async with app.run_test(size=SIZE):
         await pane_loaded(app, "queues")
@@ -298,7 +309,7 @@ async def test_queues_pane_under_no_color(
 
 
 async def test_overview_counts_queues_and_lists_a_growing_dead_letter_queue(
-    orch: Orch, clock: ManualClock
+    orch: Orch, clock: ManualClock, as_source: SourceOf
 ) -> None:
     await a_queue(orch)
     await a_queue(orch, "guest_updates")
@@ -308,7 +319,7 @@ async def test_overview_counts_queues_and_lists_a_growing_dead_letter_queue(
     await clock.advance(60)
     await dead_letter(orch, 2)
     await orch.bus.sample_depths()
-    app = OrchConsole(orch)
+    app = console_on(await as_source(orch))
     async with app.run_test(size=SIZE):
         await pane_loaded(app, "overview")
         await on_screen(
@@ -319,8 +330,8 @@ async def test_overview_counts_queues_and_lists_a_growing_dead_letter_queue(
         )
 
 
-async def test_overview_without_queues(orch: Orch) -> None:
-    app = OrchConsole(orch)
+async def test_overview_without_queues(orch: Orch, as_source: SourceOf) -> None:
+    app = console_on(await as_source(orch))
     async with app.run_test(size=SIZE):
         await pane_loaded(app, "overview")
         text = await on_screen(app, "Queues", "none yet")

@@ -16,6 +16,7 @@ from orchtui.app import OrchConsole
 from orchtui.panes import command_names, pane_for
 from orchtui.panes.service_map import ServiceMapPane
 from tests.console.helpers import SIZE, ShowcaseOrch, on_screen, pane_loaded, table_keys
+from tests.console.sources import SourceOf, console_on
 from tests.support.polling import eventually
 from tests.test_servicemap import calls, observe, register_platform
 
@@ -45,9 +46,11 @@ def cells(text: str, needle: str) -> list[str]:
     return row_of(text, needle).strip("│ ").split()
 
 
-async def test_map_lists_connections_services_critical_paths_and_cycles(orch: Orch) -> None:
+async def test_map_lists_connections_services_critical_paths_and_cycles(
+    orch: Orch, as_source: SourceOf
+) -> None:
     await seed_map(orch)
-    app = OrchConsole(orch)
+    app = console_on(await as_source(orch))
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "overview")
         await pilot.press("colon", *"map", "enter")
@@ -87,9 +90,11 @@ async def test_map_lists_connections_services_critical_paths_and_cycles(orch: Or
         assert "cycles ⟲ booking → venue → booking" in text
 
 
-async def test_an_edge_turns_unhealthy_when_a_call_over_it_fails(orch: Orch) -> None:
+async def test_an_edge_turns_unhealthy_when_a_call_over_it_fails(
+    orch: Orch, as_source: SourceOf
+) -> None:
     await seed_map(orch)
-    app = OrchConsole(orch, first_pane="map")
+    app = console_on(await as_source(orch), first_pane="map")
     async with app.run_test(size=SIZE):
         await pane_loaded(app, "map")
         await on_screen(app, "● booking → venue", "✖ 3 unhealthy")
@@ -105,8 +110,8 @@ async def test_an_edge_turns_unhealthy_when_a_call_over_it_fails(orch: Orch) -> 
         assert keys.index("booking→venue") < keys.index("venue→booking")
 
 
-async def test_an_empty_map_says_where_it_comes_from(orch: Orch) -> None:
-    app = OrchConsole(orch, first_pane="map")
+async def test_an_empty_map_says_where_it_comes_from(orch: Orch, as_source: SourceOf) -> None:
+    app = console_on(await as_source(orch), first_pane="map")
     async with app.run_test(size=SIZE):
         await pane_loaded(app, "map")
         await on_screen(
@@ -114,10 +119,12 @@ async def test_an_empty_map_says_where_it_comes_from(orch: Orch) -> None:
         )
 
 
-async def test_no_color_reads_by_symbols(orch: Orch, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_no_color_reads_by_symbols(
+    orch: Orch, monkeypatch: pytest.MonkeyPatch, as_source: SourceOf
+) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
     await seed_map(orch)
-    app = OrchConsole(orch, first_pane="map")
+    app = console_on(await as_source(orch), first_pane="map")
     assert app.no_color
     async with app.run_test(size=SIZE):
         await pane_loaded(app, "map")

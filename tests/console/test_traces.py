@@ -33,6 +33,7 @@ from orchtui.panes.workflow_detail import WorkflowDetailPane
 from orchtui.screens import HelpScreen
 from orchtui.widgets import KeyedTable
 from tests.console.helpers import SIZE, ShowcaseOrch, off_screen, on_screen, pane_loaded, table_keys
+from tests.console.sources import SourceOf, console_on
 from tests.support.callers import known_callers
 from tests.support.polling import eventually
 from tests.support.sagas import BOOKING as BOOKING_SAGA
@@ -331,9 +332,11 @@ def test_the_first_span_shown_is_the_deepest_error_on_the_critical_path() -> Non
 # -- the Traces pane ----------------------------------------------------------------------------
 
 
-async def test_the_pane_lists_recent_traces_with_their_figures(orch: Orch) -> None:
+async def test_the_pane_lists_recent_traces_with_their_figures(
+    orch: Orch, as_source: SourceOf
+) -> None:
     await seed_traces(orch)
-    app = OrchConsole(orch)
+    app = console_on(await as_source(orch))
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "overview")
         await pilot.press("colon", *"tr", "enter")  # the short form
@@ -360,9 +363,11 @@ async def test_the_pane_lists_recent_traces_with_their_figures(orch: Orch) -> No
         )
 
 
-async def test_filters_are_the_engines_errors_only_minimum_duration_service(orch: Orch) -> None:
+async def test_filters_are_the_engines_errors_only_minimum_duration_service(
+    orch: Orch, as_source: SourceOf
+) -> None:
     await seed_traces(orch)
-    app = OrchConsole(orch, first_pane="traces")
+    app = console_on(await as_source(orch), first_pane="traces")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "traces")
         await eventually(lambda: len(shown(app)) == 3)
@@ -395,8 +400,8 @@ async def test_filters_are_the_engines_errors_only_minimum_duration_service(orch
         await on_screen(app, "s every service")
 
 
-async def test_an_empty_pane_says_where_traces_come_from(orch: Orch) -> None:
-    app = OrchConsole(orch, first_pane="traces")
+async def test_an_empty_pane_says_where_traces_come_from(orch: Orch, as_source: SourceOf) -> None:
+    app = console_on(await as_source(orch), first_pane="traces")
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await pane_loaded(app, "traces")
         await on_screen(app, "Traces [0]", "no traces in the last hour", "POST /v1/traces")
@@ -409,9 +414,10 @@ async def test_an_empty_pane_says_where_traces_come_from(orch: Orch) -> None:
 
 async def test_enter_opens_the_waterfall_on_the_failure_with_its_tags_and_events(
     orch: Orch,
+    as_source: SourceOf,
 ) -> None:
     await seed_traces(orch)
-    app = OrchConsole(orch, first_pane="traces")
+    app = console_on(await as_source(orch), first_pane="traces")
     async with app.run_test(size=SIZE) as pilot:
         pane = await open_waterfall(app, pilot, BOOKING_TRACE)
         text = await on_screen(
@@ -452,9 +458,11 @@ async def test_enter_opens_the_waterfall_on_the_failure_with_its_tags_and_events
         await pane_loaded(app, "traces")
 
 
-async def test_brackets_fold_everything_and_arrows_fold_one(orch: Orch) -> None:
+async def test_brackets_fold_everything_and_arrows_fold_one(
+    orch: Orch, as_source: SourceOf
+) -> None:
     await seed_traces(orch)
-    app = OrchConsole(orch, first_pane="traces")
+    app = console_on(await as_source(orch), first_pane="traces")
     async with app.run_test(size=SIZE) as pilot:
         await open_waterfall(app, pilot, BOOKING_TRACE)
         await eventually(lambda: len(shown(app)) == 8)
@@ -491,12 +499,12 @@ async def test_brackets_fold_everything_and_arrows_fold_one(orch: Orch) -> None:
 
 @pytest.mark.parametrize("no_color", [False, True], ids=["colour", "NO_COLOR"])
 async def test_the_waterfall_fits_80_by_24(
-    orch: Orch, monkeypatch: pytest.MonkeyPatch, no_color: bool
+    orch: Orch, monkeypatch: pytest.MonkeyPatch, no_color: bool, as_source: SourceOf
 ) -> None:
     if no_color:
         monkeypatch.setenv("NO_COLOR", "1")
     await seed_traces(orch)
-    app = OrchConsole(orch, first_pane="traces")
+    app = console_on(await as_source(orch), first_pane="traces")
     assert app.no_color is no_color
     async with app.run_test(size=SIZE) as pilot:
         await open_waterfall(app, pilot, BOOKING_TRACE)
@@ -517,7 +525,7 @@ async def test_the_waterfall_fits_80_by_24(
 # -- from a workflow ----------------------------------------------------------------------------
 
 
-async def test_t_on_a_workflow_opens_its_trace(orch: Orch) -> None:
+async def test_t_on_a_workflow_opens_its_trace(orch: Orch, as_source: SourceOf) -> None:
     await orch.workflow_definitions.register(BOOKING_SAGA, actor="t")
     await known_callers(orch, "booking")
     started = await orch.workflows.start(
@@ -531,7 +539,7 @@ async def test_t_on_a_workflow_opens_its_trace(orch: Orch) -> None:
     )
     workflow_id = UUID(str(started.workflow_id))
     trace_id = await orch.tracing.trace_of_workflow("bk-3001")
-    app = OrchConsole(orch, first_pane="workflows")
+    app = console_on(await as_source(orch), first_pane="workflows")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "workflows")
         await pilot.press("enter")

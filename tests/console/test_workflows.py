@@ -17,6 +17,7 @@ from orchtui.screens import ConfirmMutationScreen, HelpScreen
 from orchtui.widgets import KeyedTable
 from tests.console.helpers import SIZE, off_screen, on_screen, pane_loaded, table_keys
 from tests.console.seed import STORY_START, seed_story
+from tests.console.sources import SourceOf, console_on
 from tests.support.callers import known_callers
 from tests.support.polling import eventually
 from tests.support.sagas import BOOKING, Env
@@ -86,6 +87,7 @@ async def timeline(orch: Orch, workflow_id: str) -> list[Any]:
 
 async def test_a_retrying_workflow_shows_its_next_try_and_then_its_completion_unprompted(
     env: Env,
+    as_source: SourceOf,
 ) -> None:
     done = await env.start(correlation_id="wed-done")
     await env.until(done, "completed")
@@ -94,7 +96,7 @@ async def test_a_retrying_workflow_shows_its_next_try_and_then_its_completion_un
     moving = await env.start(correlation_id="wed-moving")
     await env.until(moving, "retrying")
 
-    app = OrchConsole(env.orch, first_pane="workflows")
+    app = console_on(await as_source(env.orch), first_pane="workflows")
     async with app.run_test(size=SIZE):
         await pane_loaded(app, "workflows")
         await on_screen(app, "wed-moving", "wed-done", "↻ retrying", "● completed")
@@ -112,9 +114,11 @@ async def test_a_retrying_workflow_shows_its_next_try_and_then_its_completion_un
         assert cell(app, moving, 3) == "4/4"
 
 
-async def test_an_operator_change_elsewhere_is_on_screen_within_a_second(booking: Orch) -> None:
+async def test_an_operator_change_elsewhere_is_on_screen_within_a_second(
+    booking: Orch, as_source: SourceOf
+) -> None:
     workflow_id = await start_pending(booking, "wed-ops")
-    app = OrchConsole(booking, first_pane="workflows")
+    app = console_on(await as_source(booking), first_pane="workflows")
     async with app.run_test(size=SIZE):
         await on_screen(app, "○ pending", "wed-ops")
         await booking.workflows.pause(workflow_id, actor="bob@ops", reason="couple called")
@@ -126,7 +130,7 @@ async def test_an_operator_change_elsewhere_is_on_screen_within_a_second(booking
 # -- quick filters ----------------------------------------------------------------------------
 
 
-async def test_quick_filters_ask_the_engine_for_statuses(env: Env) -> None:
+async def test_quick_filters_ask_the_engine_for_statuses(env: Env, as_source: SourceOf) -> None:
     completed = await env.start(correlation_id="wed-completed")
     await env.until(completed, "completed")
     env.services["payment"].always_fail["/charges"] = 402
@@ -146,7 +150,7 @@ async def test_quick_filters_ask_the_engine_for_statuses(env: Env) -> None:
     await env.until(paused, "retrying")
     await env.orch.workflows.pause(paused, actor="ops", reason="checking")
 
-    app = OrchConsole(env.orch, first_pane="workflows")
+    app = console_on(await as_source(env.orch), first_pane="workflows")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "workflows")
         text = await on_screen(app, "show [1 all]", "Workflows [6]")
@@ -180,7 +184,9 @@ async def test_quick_filters_ask_the_engine_for_statuses(env: Env) -> None:
 # -- the detail -------------------------------------------------------------------------------
 
 
-async def test_enter_shows_steps_on_a_time_axis_and_the_timeline(dsn: str) -> None:
+async def test_enter_shows_steps_on_a_time_axis_and_the_timeline(
+    dsn: str, as_source: SourceOf
+) -> None:
     """The seeded story (scripted participants, a ManualClock): times to the millisecond."""
     from orchcore import Settings
 
@@ -188,7 +194,7 @@ async def test_enter_shows_steps_on_a_time_axis_and_the_timeline(dsn: str) -> No
     orch = await Orch.open(Settings(database_url=dsn), clock=clock, start_discovery=False)
     try:
         await seed_story(orch, clock)
-        app = OrchConsole(orch, first_pane="workflows")
+        app = console_on(await as_source(orch), first_pane="workflows")
         async with app.run_test(size=SIZE) as pilot:
             await pane_loaded(app, "workflows")
             listing = await orch.workflows.list_workflows(correlation_id="bk-1043")
@@ -258,17 +264,19 @@ async def test_enter_shows_steps_on_a_time_axis_and_the_timeline(dsn: str) -> No
 # -- the operator's actions --------------------------------------------------------------------
 
 
-async def test_compensate_names_the_workflow_defaults_to_cancel_and_is_recorded(env: Env) -> None:
+async def test_compensate_names_the_workflow_defaults_to_cancel_and_is_recorded(
+    env: Env, as_source: SourceOf
+) -> None:
     workflow_id = await env.start(correlation_id="wed-0612")
     await env.until(workflow_id, "completed")
-    app = OrchConsole(env.orch, first_pane="workflows")
+    app = console_on(await as_source(env.orch), first_pane="workflows")
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await pane_loaded(app, "workflows")
         await on_screen(app, "wed-0612", "● completed")
         await pilot.press("c")
         text = await on_screen(app, "Compensate workflow booking wed-0612?")
         assert "It is ● completed (step 4/4)" in text
-        assert f"acting as {OPERATOR}" in text
+        assert f"acting as {app.actor}" in text
 
         await pilot.press("enter")  # a reflexive Enter lands on Cancel
         assert not isinstance(app.screen, ConfirmMutationScreen)
@@ -282,14 +290,14 @@ async def test_compensate_names_the_workflow_defaults_to_cancel_and_is_recorded(
             e for e in await timeline(env.orch, workflow_id) if e.event == "compensation_requested"
         ]
         assert [(e.actor, e.details["reason"]) for e in requested] == [
-            (OPERATOR, "wedding called off")
+            (app.actor, "wedding called off")
         ]
         entry, *_ = await recent_actions(
             env.orch.db.pool, target_kind="workflow", target_id=workflow_id
         )
         assert (entry.action, entry.actor, entry.reason) == (
             "workflow.compensation_requested",
-            OPERATOR,
+            app.actor,
             "wedding called off",
         )
 
@@ -301,9 +309,9 @@ async def test_compensate_names_the_workflow_defaults_to_cancel_and_is_recorded(
         assert app.is_running
 
 
-async def test_pause_and_resume_with_one_key(booking: Orch) -> None:
+async def test_pause_and_resume_with_one_key(booking: Orch, as_source: SourceOf) -> None:
     workflow_id = await start_pending(booking, "wed-pause")
-    app = OrchConsole(booking, first_pane="workflows")
+    app = console_on(await as_source(booking), first_pane="workflows")
     async with app.run_test(size=SIZE) as pilot:
         await on_screen(app, "○ pending", "wed-pause")
         await pilot.press("p")
@@ -319,14 +327,16 @@ async def test_pause_and_resume_with_one_key(booking: Orch) -> None:
         (e.event, e.actor, e.details.get("reason")) for e in await timeline(booking, workflow_id)
     ]
     assert events[-2:] == [
-        ("paused", OPERATOR, "venue double-booked"),
-        ("resumed", OPERATOR, "sorted out"),
+        ("paused", app.actor, "venue double-booked"),
+        ("resumed", app.actor, "sorted out"),
     ]
 
 
-async def test_cancel_and_a_second_cancel_refused_before_asking(booking: Orch) -> None:
+async def test_cancel_and_a_second_cancel_refused_before_asking(
+    booking: Orch, as_source: SourceOf
+) -> None:
     workflow_id = await start_pending(booking, "wed-cancel")
-    app = OrchConsole(booking, first_pane="workflows")
+    app = console_on(await as_source(booking), first_pane="workflows")
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await on_screen(app, "○ pending", "wed-cancel")
         await pilot.press("x")
@@ -340,17 +350,17 @@ async def test_cancel_and_a_second_cancel_refused_before_asking(booking: Orch) -
         assert not isinstance(app.screen, ConfirmMutationScreen)
         assert app.is_running
     cancelled = [e for e in await timeline(booking, workflow_id) if e.event == "cancelled"]
-    assert [(e.actor, e.details["reason"]) for e in cancelled] == [(OPERATOR, "couple postponed")]
+    assert [(e.actor, e.details["reason"]) for e in cancelled] == [(app.actor, "couple postponed")]
 
 
-async def test_skip_takes_the_step_output_as_json(env: Env) -> None:
+async def test_skip_takes_the_step_output_as_json(env: Env, as_source: SourceOf) -> None:
     await env.orch.workflow_definitions.register(
         {**BOOKING, "name": "no-undo", "compensation_strategy": "none"}, actor="t"
     )
     env.services["payment"].always_fail["/charges"] = 402
     workflow_id = await env.start("no-undo", correlation_id="wed-skip")
     await env.until(workflow_id, "failed")
-    app = OrchConsole(env.orch, first_pane="workflows")
+    app = console_on(await as_source(env.orch), first_pane="workflows")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "workflows")
         await on_screen(app, "✖ failed", "charge_deposit")  # the step it failed at
@@ -383,16 +393,18 @@ async def test_skip_takes_the_step_output_as_json(env: Env) -> None:
     assert status.workflow.context_data["charge_deposit_id"] == "paid-by-transfer"
     skipped = [e for e in status.execution_timeline if e.event == "step_skipped"]
     assert [(e.actor, e.details["reason"], e.details["output"]) for e in skipped] == [
-        (OPERATOR, "paid by bank transfer", {"id": "paid-by-transfer"})
+        (app.actor, "paid by bank transfer", {"id": "paid-by-transfer"})
     ]
 
 
-async def test_a_stuck_compensation_is_retried_then_marked_done_by_hand(env: Env) -> None:
+async def test_a_stuck_compensation_is_retried_then_marked_done_by_hand(
+    env: Env, as_source: SourceOf
+) -> None:
     env.services["payment"].always_fail["/charges"] = 402
     env.services["venue"].always_fail["/reservations/cancel"] = 500
     workflow_id = await env.start(correlation_id="wed-stuck")
     await env.advance_until(workflow_id, "compensation_failed", step=0.2)
-    app = OrchConsole(env.orch, first_pane="workflows")
+    app = console_on(await as_source(env.orch), first_pane="workflows")
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await pane_loaded(app, "workflows")
         await on_screen(app, "⚠ comp failed", "reserve_venue")
@@ -432,16 +444,16 @@ async def test_a_stuck_compensation_is_retried_then_marked_done_by_hand(env: Env
         await env.until(workflow_id, "compensated")
         await on_screen(app, "↺ compensated · step", "✓ by hand")
     events = await timeline(env.orch, workflow_id)
-    operator = [(e.event, e.actor, e.details["reason"]) for e in events if e.actor == OPERATOR]
+    operator = [(e.event, e.actor, e.details["reason"]) for e in events if e.actor == app.actor]
     assert operator == [
-        ("compensation_retry_requested", OPERATOR, "venue says try again"),
-        ("compensation_marked_done", OPERATOR, "cancelled by phone with the venue"),
+        ("compensation_retry_requested", app.actor, "venue says try again"),
+        ("compensation_marked_done", app.actor, "cancelled by phone with the venue"),
     ]
 
 
-async def test_readonly_hides_every_workflow_action(booking: Orch) -> None:
+async def test_readonly_hides_every_workflow_action(booking: Orch, as_source: SourceOf) -> None:
     workflow_id = await start_pending(booking, "wed-ro")
-    app = OrchConsole(booking, readonly=True, first_pane="workflows")
+    app = console_on(await as_source(booking), readonly=True, first_pane="workflows")
     async with app.run_test(size=SIZE) as pilot:
         footer = (await on_screen(app, "○ pending", "⏎ Detail")).splitlines()[-1]
         for word in ("Retry", "Compensate", "Pause", "Cancel", "Skip"):
@@ -471,7 +483,9 @@ async def test_readonly_hides_every_workflow_action(booking: Orch) -> None:
 # -- overview ---------------------------------------------------------------------------------
 
 
-async def test_overview_counts_workflows_and_names_those_needing_intervention(env: Env) -> None:
+async def test_overview_counts_workflows_and_names_those_needing_intervention(
+    env: Env, as_source: SourceOf
+) -> None:
     done = await env.start(correlation_id="wed-done")
     await env.until(done, "completed")
     env.services["payment"].always_fail["/charges"] = 402
@@ -479,7 +493,7 @@ async def test_overview_counts_workflows_and_names_those_needing_intervention(en
     stuck = await env.start(correlation_id="wed-stuck")
     await env.advance_until(stuck, "compensation_failed", step=0.2)
 
-    app = OrchConsole(env.orch)
+    app = console_on(await as_source(env.orch))
     async with app.run_test(size=SIZE):
         await pane_loaded(app, "overview")
         text = await on_screen(

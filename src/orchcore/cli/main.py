@@ -177,16 +177,70 @@ def daemon(
 
 @cli.command("console")
 @click.option("--readonly", is_flag=True, help="Hide every action that changes something.")
+@click.option(
+    "--api",
+    "api_url",
+    metavar="URL",
+    help="Work through a daemon's HTTP API under a token, not on the database "
+    "(or ORCH_API_URL, or the URL `orch login` stored).",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False),
+    help="A file holding the API token (else ORCH_TOKEN, else `orch login`'s).",
+)
+@click.option(
+    "--ca-file",
+    type=click.Path(dir_okay=False),
+    help="The CA that signed the daemon's https certificate (else the system's).",
+)
 @click.pass_context
-def console(ctx: click.Context, readonly: bool) -> None:
-    """Open the terminal console."""
-    from orchcore.cli.context import settings_from
-    from orchtui.app import run_console
+def console(
+    ctx: click.Context,
+    readonly: bool,
+    api_url: str | None,
+    token_file: str | None,
+    ca_file: str | None,
+) -> None:
+    """Open the terminal console: on the database, or through a daemon's API (--api,
+    ORCH_API_URL or ORCH_TOKEN; or after `orch login` when no database is configured)."""
+    if console_goes_through_api(ctx, api_url=api_url, token_file=token_file):
+        from orchcore.client.credentials import resolve_credentials
+        from orchtui.app import run_api_console
 
-    settings = settings_from(ctx)
-    code = run_console(settings, readonly=readonly, dsn=settings.database_url)
+        credentials = resolve_credentials(api_url=api_url, token_file=token_file, ca_file=ca_file)
+        code = run_api_console(credentials, readonly=readonly)
+    else:
+        from orchcore.cli.context import settings_from
+        from orchtui.app import run_console
+
+        settings = settings_from(ctx)
+        code = run_console(settings, readonly=readonly, dsn=settings.database_url)
     if code:
         sys.exit(code)
+
+
+def console_goes_through_api(
+    ctx: click.Context,
+    *,
+    api_url: str | None,
+    token_file: str | None,
+    environ: Mapping[str, str] | None = None,
+) -> bool:
+    """Whether `orch console` works through a daemon's API: when told so (an API URL or a
+    token), or when no database is configured and `orch login` stored a daemon: an
+    on-call engineer's laptop holds a login, not the database's password."""
+    import os
+
+    env = os.environ if environ is None else environ
+    if api_url or token_file or env.get("ORCH_API_URL") or env.get("ORCH_TOKEN"):
+        return True
+    obj: dict[str, Any] = ctx.ensure_object(dict)
+    if obj.get("dsn") or env.get("ORCH_DATABASE_URL"):
+        return False
+    from orchcore.client.credentials import CredentialsFile
+
+    return CredentialsFile.located(env).default_url() is not None
 
 
 def main() -> None:

@@ -24,11 +24,9 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
-from orchcore import Orch
 from orchcore.resilience.breaker_metrics import (
     FailurePattern,
     GetCircuitBreakerMetricsResponse,
-    breaker_metrics,
 )
 from orchcore.resilience.breakers import Breaker, BreakerTransition
 from orchtui.actions import Mutation
@@ -42,6 +40,7 @@ from orchtui.panes.breaker_view import (
     reset_mutation,
     state_summary,
 )
+from orchtui.source import ConsoleSource
 from orchtui.symbols import state_text, state_word
 from orchtui.widgets import Column, KeyedTable, Row
 
@@ -68,10 +67,10 @@ class BreakerDetailSnapshot:
     taken_at: datetime
 
 
-async def fetch_breaker_detail(orch: Orch, breaker_id: UUID) -> BreakerDetailSnapshot:
+async def fetch_breaker_detail(orch: ConsoleSource, breaker_id: UUID) -> BreakerDetailSnapshot:
     breaker = await orch.breakers.get(breaker_id)
     metrics, history = await asyncio.gather(
-        breaker_metrics(orch.db, orch.clock, breaker),
+        orch.breakers.metrics(breaker),
         orch.breakers.history(breaker.id, limit=HISTORY_LIMIT),
     )
     return BreakerDetailSnapshot(breaker, metrics, history, taken_at=orch.clock.now())
@@ -187,7 +186,7 @@ class BreakerDetailPane(Pane[BreakerDetailSnapshot]):
             self.breaker_id
         )
 
-    async def fetch(self, orch: Orch) -> BreakerDetailSnapshot:
+    async def fetch(self, orch: ConsoleSource) -> BreakerDetailSnapshot:
         return await fetch_breaker_detail(orch, self.breaker_id)
 
     def show(self, snapshot: BreakerDetailSnapshot) -> None:

@@ -13,9 +13,10 @@ from datetime import datetime
 
 from rich.text import Text
 
-from orchcore.resilience.breakers import Breaker, CircuitBreakers
+from orchcore.resilience.breakers import Breaker
 from orchtui.actions import ConsoleAction, Mutation
 from orchtui.formatting import age, countdown
+from orchtui.source import BreakersSource
 from orchtui.symbols import state_style, state_symbol, state_text, state_word
 
 #: Breaker states as the engine stores them, in the order the counts read.
@@ -122,7 +123,7 @@ def _count(state: str, count: int, word: str) -> Text:
 # -- the operator's actions -----------------------------------------------------------------
 
 
-def reset_mutation(breaker: Breaker, breakers: CircuitBreakers) -> Mutation:
+def reset_mutation(breaker: Breaker, breakers: BreakersSource) -> Mutation:
     async def reset(actor: str, reason: str) -> None:
         await breakers.reset(breaker.id, actor=actor, reason=reason)
 
@@ -140,7 +141,7 @@ def reset_mutation(breaker: Breaker, breakers: CircuitBreakers) -> Mutation:
     )
 
 
-def force_open_mutation(breaker: Breaker, breakers: CircuitBreakers) -> Mutation:
+def force_open_mutation(breaker: Breaker, breakers: BreakersSource) -> Mutation:
     async def force_open(actor: str, reason: str) -> None:
         await breakers.force_open(breaker.id, actor=actor, reason=reason)
 
@@ -158,7 +159,7 @@ def force_open_mutation(breaker: Breaker, breakers: CircuitBreakers) -> Mutation
     )
 
 
-def disable_mutation(breaker: Breaker, breakers: CircuitBreakers) -> Mutation:
+def disable_mutation(breaker: Breaker, breakers: BreakersSource) -> Mutation:
     async def disable(actor: str, reason: str) -> None:
         await breakers.disable(breaker.id, actor=actor, reason=reason)
 

@@ -15,7 +15,6 @@ from textual import on
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
-from orchcore import Orch
 from orchcore.resilience.breakers import Breaker
 from orchtui.actions import ConsoleAction, Mutation
 from orchtui.formatting import age
@@ -31,6 +30,7 @@ from orchtui.panes.breaker_view import (
     reset_mutation,
     state_summary,
 )
+from orchtui.source import ConsoleSource
 from orchtui.symbols import state_text
 from orchtui.widgets import Column, KeyedTable, Row
 
@@ -64,7 +64,7 @@ class BreakersSnapshot:
         return counts
 
 
-async def fetch_breakers(orch: Orch) -> BreakersSnapshot:
+async def fetch_breakers(orch: ConsoleSource) -> BreakersSnapshot:
     return BreakersSnapshot(breakers=await orch.breakers.list_breakers(), taken_at=orch.clock.now())
 
 
@@ -121,7 +121,7 @@ class BreakersPane(Pane[BreakersSnapshot]):
     def filter_table(self) -> KeyedTable:
         return self.query_one("#breakers-table", KeyedTable)
 
-    async def fetch(self, orch: Orch) -> BreakersSnapshot:
+    async def fetch(self, orch: ConsoleSource) -> BreakersSnapshot:
         return await fetch_breakers(orch)
 
     def show(self, snapshot: BreakersSnapshot) -> None:

@@ -19,11 +19,11 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from orchcore import Orch
 from orchcore.registry import Instance, InstanceStateEvent, Service
 from orchtui.actions import ConsoleAction, Mutation
 from orchtui.formatting import age
 from orchtui.pane import Pane
+from orchtui.source import ConsoleSource
 from orchtui.symbols import check_text, service_text, state_text
 from orchtui.widgets import Column, KeyedTable, Row
 
@@ -58,7 +58,7 @@ class InstancesSnapshot:
     taken_at: datetime
 
 
-async def fetch_instances(orch: Orch, service_name: str) -> InstancesSnapshot:
+async def fetch_instances(orch: ConsoleSource, service_name: str) -> InstancesSnapshot:
     service, instances, events = await asyncio.gather(
         orch.registry.get_service(service_name),
         orch.registry.list_instances(service_name),
@@ -166,7 +166,7 @@ class InstancesPane(Pane[InstancesSnapshot]):
             return True
         return notification.get("service_id") == str(self.snapshot.service.id)
 
-    async def fetch(self, orch: Orch) -> InstancesSnapshot:
+    async def fetch(self, orch: ConsoleSource) -> InstancesSnapshot:
         return await fetch_instances(orch, self.service_name)
 
     def show(self, snapshot: InstancesSnapshot) -> None:

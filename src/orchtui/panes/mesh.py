@@ -15,7 +15,6 @@ from textual import on
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
-from orchcore import Orch
 from orchcore.mesh.store import GetMeshPoliciesResponse, PolicyListEntry
 from orchtui.actions import ConsoleAction, Mutation
 from orchtui.formatting import plural
@@ -29,6 +28,7 @@ from orchtui.panes.mesh_view import (
     route,
     toggle_mutation,
 )
+from orchtui.source import ConsoleSource
 from orchtui.symbols import state_text
 from orchtui.widgets import Column, KeyedTable, Row
 
@@ -54,7 +54,7 @@ class MeshSnapshot:
         return next((p for p in self.overview.policies if str(p.id) == key), None)
 
 
-async def fetch_mesh(orch: Orch) -> MeshSnapshot:
+async def fetch_mesh(orch: ConsoleSource) -> MeshSnapshot:
     return MeshSnapshot(overview=await orch.mesh.overview(), taken_at=orch.clock.now())
 
 
@@ -141,7 +141,7 @@ class MeshPane(Pane[MeshSnapshot]):
     def filter_table(self) -> KeyedTable:
         return self.query_one("#mesh-table", KeyedTable)
 
-    async def fetch(self, orch: Orch) -> MeshSnapshot:
+    async def fetch(self, orch: ConsoleSource) -> MeshSnapshot:
         return await fetch_mesh(orch)
 
     def show(self, snapshot: MeshSnapshot) -> None:

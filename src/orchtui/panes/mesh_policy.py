@@ -19,7 +19,6 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from orchcore import Orch
 from orchcore.mesh.models import MeshPolicy
 from orchcore.mesh.summary import summarise_policy
 from orchtui.actions import Mutation
@@ -33,6 +32,7 @@ from orchtui.panes.mesh_view import (
     route,
     toggle_mutation,
 )
+from orchtui.source import ConsoleSource
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class MeshPolicySnapshot:
     taken_at: datetime
 
 
-async def fetch_mesh_policy(orch: Orch, policy_id: UUID) -> MeshPolicySnapshot:
+async def fetch_mesh_policy(orch: ConsoleSource, policy_id: UUID) -> MeshPolicySnapshot:
     return MeshPolicySnapshot(policy=await orch.mesh.get(policy_id), taken_at=orch.clock.now())
 
 
@@ -118,7 +118,7 @@ class MeshPolicyPane(Pane[MeshPolicySnapshot]):
     def concerns(self, notification: Mapping[str, Any]) -> bool:
         return super().concerns(notification) and str(notification.get("id")) == str(self.policy_id)
 
-    async def fetch(self, orch: Orch) -> MeshPolicySnapshot:
+    async def fetch(self, orch: ConsoleSource) -> MeshPolicySnapshot:
         return await fetch_mesh_policy(orch, self.policy_id)
 
     def show(self, snapshot: MeshPolicySnapshot) -> None:

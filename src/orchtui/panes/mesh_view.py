@@ -11,9 +11,10 @@ from uuid import UUID
 
 from rich.text import Text
 
-from orchcore.mesh.store import ApplyPolicyResponse, MeshPolicies
+from orchcore.mesh.store import ApplyPolicyResponse
 from orchtui.actions import ConsoleAction, Mutation, Outcome, Severity
 from orchtui.formatting import plural
+from orchtui.source import MeshSource
 from orchtui.symbols import state_text
 
 MESH_ACTIONS: tuple[ConsoleAction, ...] = (
@@ -63,7 +64,7 @@ def enabled_text(enabled: bool) -> Text:
     return state_text("enabled") if enabled else state_text("disabled")
 
 
-def toggle_mutation(policy: PolicyRef, mesh: MeshPolicies) -> Mutation:
+def toggle_mutation(policy: PolicyRef, mesh: MeshSource) -> Mutation:
     enable = not policy.enabled
 
     async def set_enabled(actor: str, reason: str) -> None:
@@ -84,7 +85,7 @@ def toggle_mutation(policy: PolicyRef, mesh: MeshPolicies) -> Mutation:
     )
 
 
-def apply_mutation(policy: PolicyRef, mesh: MeshPolicies) -> Mutation:
+def apply_mutation(policy: PolicyRef, mesh: MeshSource) -> Mutation:
     async def apply(actor: str, reason: str) -> ApplyPolicyResponse:
         # The engine's apply keeps no reason; the confirmation asks for none.
         return await mesh.apply(policy.id, actor=actor)

@@ -21,7 +21,6 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from orchcore import Orch
 from orchcore.overview import SystemOverview
 from orchcore.registry.models import GONE_STATUSES, LIVE_STATUSES
 from orchtui.formatting import age, plural
@@ -30,6 +29,7 @@ from orchtui.panes.breaker_view import TROUBLED, counts_text
 from orchtui.panes.depth_chart import WINDOW
 from orchtui.panes.queue_view import BUS_TOPICS, QueueFigures, oldest, visible_queues
 from orchtui.panes.workflow_view import NEEDS_INTERVENTION, STATUSES, status_word
+from orchtui.source import ConsoleSource
 from orchtui.symbols import (
     health_percent_state,
     state_style,
@@ -101,7 +101,7 @@ class OverviewSnapshot:
     growing: list[GrowingDeadLetters] = field(default_factory=list)
 
 
-async def fetch_overview(orch: Orch) -> OverviewSnapshot:
+async def fetch_overview(orch: ConsoleSource) -> OverviewSnapshot:
     system, services, breakers, stuck, (totals, growing) = await asyncio.gather(
         orch.overview(),
         orch.registry.list_services(),
@@ -143,7 +143,7 @@ async def fetch_overview(orch: Orch) -> OverviewSnapshot:
     )
 
 
-async def fetch_queue_totals(orch: Orch) -> tuple[QueueTotals, list[GrowingDeadLetters]]:
+async def fetch_queue_totals(orch: ConsoleSource) -> tuple[QueueTotals, list[GrowingDeadLetters]]:
     """The bus's totals, and which dead-letter queues grew in the depth history's window
     (a queue whose dead letters have sat still is known, not news)."""
     now = orch.clock.now()
@@ -422,7 +422,7 @@ class OverviewPane(Pane[OverviewSnapshot]):
         # The scroll area takes the keys, so a long overview scrolls with the arrows.
         self.query_one("#overview-scroll", VerticalScroll).focus()
 
-    async def fetch(self, orch: Orch) -> OverviewSnapshot:
+    async def fetch(self, orch: ConsoleSource) -> OverviewSnapshot:
         return await fetch_overview(orch)
 
     def show(self, snapshot: OverviewSnapshot) -> None:

@@ -25,7 +25,6 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Static
 
-from orchcore import Orch
 from orchcore.bus.models import DeadLetter, QueueMessage
 from orchtui.actions import ConsoleAction, Mutation
 from orchtui.formatting import age, plural, took
@@ -44,6 +43,7 @@ from orchtui.panes.queue_view import (
     redrive_mutation,
     settings_text,
 )
+from orchtui.source import ConsoleSource
 from orchtui.widgets import Column, KeyedTable, Row
 
 #: How many messages and dead letters are shown (the engine keeps more).
@@ -82,7 +82,7 @@ class QueueDetailSnapshot:
         return next((d for d in self.dead_letters if d.message_id == key), None)
 
 
-async def fetch_queue_detail(orch: Orch, name: str) -> QueueDetailSnapshot:
+async def fetch_queue_detail(orch: ConsoleSource, name: str) -> QueueDetailSnapshot:
     queue = await orch.bus.get_queue(name)
     if queue.dlq_enabled and queue.dead_letter_queue:
         recent, dead = await asyncio.gather(
@@ -237,7 +237,7 @@ class QueueDetailPane(Pane[QueueDetailSnapshot]):
     def needs_refresh(self, every_seconds: float) -> bool:
         return super().needs_refresh(min(every_seconds, DEPTH_REFRESH_SECONDS))
 
-    async def fetch(self, orch: Orch) -> QueueDetailSnapshot:
+    async def fetch(self, orch: ConsoleSource) -> QueueDetailSnapshot:
         return await fetch_queue_detail(orch, self.queue_name)
 
     def show(self, snapshot: QueueDetailSnapshot) -> None:

@@ -27,10 +27,11 @@ from orchcore.bus.models import (
 )
 from orchtui.actions import ConsoleAction, ExtraField, Mutation, Outcome, Unavailable
 from orchtui.formatting import duration, plural
+from orchtui.source import BusSource
 from orchtui.symbols import state_style, state_symbol
 
 if TYPE_CHECKING:
-    from orchcore.bus import MessageBus
+    pass
 
 #: The engine's notifications about queues: the registry's changes, and a message
 #: dead-lettered, redriven or purged (each naming its ``queue_name``). Sends and acks
@@ -290,7 +291,7 @@ def _affected(asked: int, verb: str, name: str) -> Callable[[object], Outcome]:
     return report
 
 
-def redrive_mutation(figures: QueueFigures, bus: MessageBus) -> Mutation:
+def redrive_mutation(figures: QueueFigures, bus: BusSource) -> Mutation:
     dead = _dead_letters_of(figures, "redrive")
     name = figures.name
 
@@ -312,7 +313,7 @@ def redrive_mutation(figures: QueueFigures, bus: MessageBus) -> Mutation:
     )
 
 
-def purge_mutation(figures: QueueFigures, bus: MessageBus) -> Mutation:
+def purge_mutation(figures: QueueFigures, bus: BusSource) -> Mutation:
     dead = _dead_letters_of(figures, "purge")
     name = figures.name
 

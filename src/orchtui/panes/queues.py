@@ -25,7 +25,6 @@ from textual.containers import Vertical
 from textual.events import Resize
 from textual.widgets import DataTable, Static
 
-from orchcore import Orch
 from orchcore.bus.models import DepthSample
 from orchtui.actions import ConsoleAction, Mutation
 from orchtui.formatting import plural
@@ -51,6 +50,7 @@ from orchtui.panes.queue_view import (
     settings_text,
     visible_queues,
 )
+from orchtui.source import ConsoleSource
 from orchtui.widgets import Column, KeyedTable, Row
 
 #: Longer names are cut in the table (the line below shows them whole), so the figures
@@ -83,7 +83,7 @@ class QueuesSnapshot:
         return next((q for q in self.queues if q.name == name), None)
 
 
-async def fetch_queues(orch: Orch, highlighted: str | None) -> QueuesSnapshot:
+async def fetch_queues(orch: ConsoleSource, highlighted: str | None) -> QueuesSnapshot:
     now = orch.clock.now()
     queues, metrics = await asyncio.gather(orch.bus.list_queues(), orch.bus.all_metrics())
     shown = visible_queues([QueueFigures(q, metrics.get(q.queue_name)) for q in queues])
@@ -193,7 +193,7 @@ class QueuesPane(Pane[QueuesSnapshot]):
     def needs_refresh(self, every_seconds: float) -> bool:
         return super().needs_refresh(min(every_seconds, DEPTH_REFRESH_SECONDS))
 
-    async def fetch(self, orch: Orch) -> QueuesSnapshot:
+    async def fetch(self, orch: ConsoleSource) -> QueuesSnapshot:
         return await fetch_queues(orch, self.highlighted)
 
     def show(self, snapshot: QueuesSnapshot) -> None:

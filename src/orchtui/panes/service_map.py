@@ -24,8 +24,6 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
-from orchcore import Orch
-from orchcore.tracing.servicemap import ServiceMapReader
 from orchcore.tracing.servicemap_models import (
     Connection,
     DependencyGraph,
@@ -34,6 +32,7 @@ from orchcore.tracing.servicemap_models import (
 )
 from orchtui.formatting import plural
 from orchtui.pane import Pane
+from orchtui.source import ConsoleSource
 from orchtui.symbols import service_text, state_style, state_symbol
 from orchtui.widgets import Column, KeyedTable, Row
 
@@ -74,8 +73,8 @@ class MapSnapshot:
     taken_at: datetime
 
 
-async def fetch_map(orch: Orch) -> MapSnapshot:
-    found = await ServiceMapReader(orch.db, orch.clock).build()
+async def fetch_map(orch: ConsoleSource) -> MapSnapshot:
+    found = await orch.service_map()
     return MapSnapshot(found=found, taken_at=orch.clock.now())
 
 
@@ -260,7 +259,7 @@ class ServiceMapPane(Pane[MapSnapshot]):
     def needs_refresh(self, every_seconds: float) -> bool:
         return super().needs_refresh(min(every_seconds, MAP_REFRESH_SECONDS))
 
-    async def fetch(self, orch: Orch) -> MapSnapshot:
+    async def fetch(self, orch: ConsoleSource) -> MapSnapshot:
         return await fetch_map(orch)
 
     def show(self, snapshot: MapSnapshot) -> None:

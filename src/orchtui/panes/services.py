@@ -13,12 +13,12 @@ from textual import on
 from textual.app import ComposeResult
 from textual.widgets import DataTable
 
-from orchcore import Orch
 from orchcore.registry import Service
 from orchtui.actions import ConsoleAction, Mutation
 from orchtui.formatting import plural
 from orchtui.pane import Pane
 from orchtui.panes.instances import InstancesPane
+from orchtui.source import ConsoleSource
 from orchtui.symbols import service_text
 from orchtui.widgets import Column, KeyedTable, Row
 
@@ -41,7 +41,7 @@ class ServicesSnapshot:
         return next((s for s in self.services if s.service_name == name), None)
 
 
-async def fetch_services(orch: Orch) -> ServicesSnapshot:
+async def fetch_services(orch: ConsoleSource) -> ServicesSnapshot:
     return ServicesSnapshot(services=await orch.registry.list_services(), taken_at=orch.clock.now())
 
 
@@ -85,7 +85,7 @@ class ServicesPane(Pane[ServicesSnapshot]):
     def compose(self) -> ComposeResult:
         yield KeyedTable(COLUMNS, id="services-table")
 
-    async def fetch(self, orch: Orch) -> ServicesSnapshot:
+    async def fetch(self, orch: ConsoleSource) -> ServicesSnapshot:
         return await fetch_services(orch)
 
     def show(self, snapshot: ServicesSnapshot) -> None:

@@ -26,7 +26,7 @@ from textual.containers import VerticalScroll
 from textual.events import Resize
 from textual.widgets import Static
 
-from orchcore import NotFoundError, Orch
+from orchcore import NotFoundError
 from orchcore.tracing.models import GetTraceDetailsResponse, SpanView
 from orchtui.actions import ConsoleAction
 from orchtui.formatting import age, clock_time, plural, took
@@ -43,6 +43,7 @@ from orchtui.panes.trace_view import (
     span_panel,
     waterfall_layout,
 )
+from orchtui.source import ConsoleSource
 from orchtui.symbols import state_style, state_symbol
 from orchtui.widgets import LazyRows
 
@@ -93,7 +94,9 @@ class TraceSnapshot:
         return next((s for s in self.detail.spans if s.span_id == span_id), None)
 
 
-async def fetch_trace(orch: Orch, trace_id: str | None, workflow: str | None) -> TraceSnapshot:
+async def fetch_trace(
+    orch: ConsoleSource, trace_id: str | None, workflow: str | None
+) -> TraceSnapshot:
     """The trace, found by its id or by its workflow's (id or correlation id)."""
     now = orch.clock.now()
     if trace_id is None:
@@ -200,7 +203,7 @@ class TraceWaterfallPane(Pane[TraceSnapshot]):
             f"{CRITICAL_MARK} critical path · {ERROR_MARK} error · {FOLDED} folded"
         )
 
-    async def fetch(self, orch: Orch) -> TraceSnapshot:
+    async def fetch(self, orch: ConsoleSource) -> TraceSnapshot:
         return await fetch_trace(orch, self.trace_id, self.workflow)
 
     def show(self, snapshot: TraceSnapshot) -> None:

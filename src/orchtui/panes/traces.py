@@ -27,12 +27,12 @@ from textual.screen import ModalScreen
 from textual.suggester import SuggestFromList
 from textual.widgets import DataTable, Input, Static
 
-from orchcore import Orch
 from orchcore.tracing.models import GetTracesResponse, TraceSummary
 from orchtui.actions import ConsoleAction
 from orchtui.formatting import age, clock_time, plural, took
 from orchtui.pane import Pane
 from orchtui.panes.trace_waterfall import TraceWaterfallPane
+from orchtui.source import ConsoleSource
 from orchtui.symbols import state_style, state_symbol
 from orchtui.widgets import Column, KeyedTable, Row
 
@@ -91,7 +91,9 @@ class TracesSnapshot:
         return next((t for t in self.listing.traces if t.trace_id == key), None)
 
 
-async def fetch_traces(orch: Orch, filters: TraceFilters = TraceFilters()) -> TracesSnapshot:
+async def fetch_traces(
+    orch: ConsoleSource, filters: TraceFilters = TraceFilters()
+) -> TracesSnapshot:
     listing = await orch.tracing.recent(
         limit=LIMIT,
         service=filters.service,
@@ -295,7 +297,7 @@ class TracesPane(Pane[TracesSnapshot]):
     def needs_refresh(self, every_seconds: float) -> bool:
         return super().needs_refresh(min(every_seconds, TRACES_REFRESH_SECONDS))
 
-    async def fetch(self, orch: Orch) -> TracesSnapshot:
+    async def fetch(self, orch: ConsoleSource) -> TracesSnapshot:
         return await fetch_traces(orch, self.filters)
 
     def show(self, snapshot: TracesSnapshot) -> None:

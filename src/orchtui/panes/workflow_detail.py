@@ -36,7 +36,6 @@ from textual.containers import Vertical, VerticalScroll
 from textual.events import Resize
 from textual.widgets import DataTable, Static
 
-from orchcore import Orch
 from orchcore.saga.runner import MAX_DRIVE_CRASHES
 from orchcore.saga.status import (
     STEP_ENDED_BADLY,
@@ -77,6 +76,7 @@ from orchtui.panes.workflow_view import (
     status_text,
     waits_for_text,
 )
+from orchtui.source import ConsoleSource
 from orchtui.symbols import state_style, state_text
 from orchtui.widgets import Column, KeyedTable, Row
 
@@ -112,7 +112,7 @@ class WorkflowDetailSnapshot:
         return next((s for s in self.status.steps if s.step_name == name), None)
 
 
-async def fetch_workflow_detail(orch: Orch, workflow_id: UUID) -> WorkflowDetailSnapshot:
+async def fetch_workflow_detail(orch: ConsoleSource, workflow_id: UUID) -> WorkflowDetailSnapshot:
     return WorkflowDetailSnapshot(
         status=await orch.workflows.status(workflow_id), taken_at=orch.clock.now()
     )
@@ -491,7 +491,7 @@ class WorkflowDetailPane(Pane[WorkflowDetailSnapshot]):
             return ids is None or mine in {str(i) for i in ids}
         return str(notification.get("id")) == mine
 
-    async def fetch(self, orch: Orch) -> WorkflowDetailSnapshot:
+    async def fetch(self, orch: ConsoleSource) -> WorkflowDetailSnapshot:
         return await fetch_workflow_detail(orch, self.workflow_id)
 
     def show(self, snapshot: WorkflowDetailSnapshot) -> None:

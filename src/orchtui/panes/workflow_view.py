@@ -27,10 +27,10 @@ from orchcore.saga.status import (
     OperatorAction,
     WorkflowStatus,
 )
-from orchcore.saga.store import WorkflowStore
 from orchcore.saga.views import InFlightStep, WorkflowDetail, WorkflowSummary
 from orchtui.actions import ConsoleAction, ExtraField, Mutation, Outcome, Unavailable
 from orchtui.formatting import clock_time, countdown
+from orchtui.source import WorkflowsSource
 from orchtui.symbols import state_style, state_symbol, state_text
 
 _S = WorkflowStatus
@@ -264,7 +264,7 @@ _KEYS_ON_RETRY = (
 
 def retry_mutation(
     ref: WorkflowRef,
-    store: WorkflowStore,
+    store: WorkflowsSource,
     now: datetime,
     *,
     from_step: tuple[str, int] | None = None,
@@ -298,7 +298,7 @@ def retry_mutation(
     )
 
 
-def compensate_mutation(ref: WorkflowRef, store: WorkflowStore, now: datetime) -> Mutation:
+def compensate_mutation(ref: WorkflowRef, store: WorkflowsSource, now: datetime) -> Mutation:
     applies(OperatorAction.COMPENSATE, ref)
 
     async def compensate(actor: str, reason: str) -> WorkflowDetail:
@@ -320,7 +320,7 @@ def compensate_mutation(ref: WorkflowRef, store: WorkflowStore, now: datetime) -
     )
 
 
-def pause_mutation(ref: WorkflowRef, store: WorkflowStore, now: datetime) -> Mutation:
+def pause_mutation(ref: WorkflowRef, store: WorkflowsSource, now: datetime) -> Mutation:
     """Pause, or resume when it is paused: one key, the status decides which."""
     if ref.status in ALLOWED_FROM[OperatorAction.RESUME]:
 
@@ -356,7 +356,7 @@ def pause_mutation(ref: WorkflowRef, store: WorkflowStore, now: datetime) -> Mut
     )
 
 
-def cancel_mutation(ref: WorkflowRef, store: WorkflowStore, now: datetime) -> Mutation:
+def cancel_mutation(ref: WorkflowRef, store: WorkflowsSource, now: datetime) -> Mutation:
     applies(OperatorAction.CANCEL, ref)
 
     async def cancel(actor: str, reason: str) -> WorkflowDetail:
@@ -390,7 +390,7 @@ def parse_output(typed: str) -> dict[str, Any]:
 
 
 def skip_mutation(
-    ref: WorkflowRef, store: WorkflowStore, now: datetime, step_name: str | None
+    ref: WorkflowRef, store: WorkflowsSource, now: datetime, step_name: str | None
 ) -> Mutation:
     """Treat a failed step as done with an output the operator types (``{}`` if none)."""
     applies(OperatorAction.SKIP_STEP, ref)
@@ -422,7 +422,9 @@ def skip_mutation(
     )
 
 
-def retry_compensation_mutation(ref: WorkflowRef, store: WorkflowStore, now: datetime) -> Mutation:
+def retry_compensation_mutation(
+    ref: WorkflowRef, store: WorkflowsSource, now: datetime
+) -> Mutation:
     applies(OperatorAction.RETRY_COMPENSATION, ref)
 
     async def retry_compensation(actor: str, reason: str) -> WorkflowDetail:
@@ -443,7 +445,7 @@ def retry_compensation_mutation(ref: WorkflowRef, store: WorkflowStore, now: dat
 
 
 def mark_compensated_mutation(
-    ref: WorkflowRef, store: WorkflowStore, now: datetime, step_name: str | None
+    ref: WorkflowRef, store: WorkflowsSource, now: datetime, step_name: str | None
 ) -> Mutation:
     """Record that a person undid the step by hand (every failed undo when no step)."""
     applies(OperatorAction.MARK_COMPENSATED, ref)

@@ -19,7 +19,6 @@ from textual import on
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
-from orchcore import Orch
 from orchcore.saga.status import OperatorAction, WorkflowStatus
 from orchcore.saga.views import GetWorkflowsResponse, WorkflowSummary
 from orchtui.actions import ConsoleAction, Mutation, Unavailable
@@ -44,6 +43,7 @@ from orchtui.panes.workflow_view import (
     status_text,
     wedding_short,
 )
+from orchtui.source import ConsoleSource
 from orchtui.symbols import state_style
 from orchtui.widgets import Column, KeyedTable, Row
 
@@ -117,7 +117,9 @@ class WorkflowsSnapshot:
         return next((w for w in self.listing.workflows if str(w.id) == key), None)
 
 
-async def fetch_workflows(orch: Orch, quick: QuickFilter = QUICK_FILTERS[0]) -> WorkflowsSnapshot:
+async def fetch_workflows(
+    orch: ConsoleSource, quick: QuickFilter = QUICK_FILTERS[0]
+) -> WorkflowsSnapshot:
     statuses = [str(s) for s in quick.statuses] if quick.statuses is not None else None
     listing = await orch.workflows.list_workflows(status=statuses, limit=LIMIT)
     return WorkflowsSnapshot(listing=listing, quick=quick, taken_at=orch.clock.now())
@@ -237,7 +239,7 @@ class WorkflowsPane(Pane[WorkflowsSnapshot]):
     def filter_table(self) -> KeyedTable:
         return self.query_one("#workflows-table", KeyedTable)
 
-    async def fetch(self, orch: Orch) -> WorkflowsSnapshot:
+    async def fetch(self, orch: ConsoleSource) -> WorkflowsSnapshot:
         return await fetch_workflows(orch, self.quick)
 
     def show(self, snapshot: WorkflowsSnapshot) -> None:

@@ -52,6 +52,6 @@ def _identity(console: OrchConsole) -> Text:
         text.append("READ-ONLY", style="bold reverse")
     text.append("  env ", style="dim")
     text.append(console.environment, style="bold")
-    text.append("  db ", style="dim")
+    text.append("  api " if console.over_api else "  db ", style="dim")
     text.append(console.database_label)
     return text
