@@ -534,6 +534,14 @@ async def _run_api_console(credentials: ApiCredentials, *, readonly: bool) -> in
     except OrchError as exc:
         print(f"orch console: {exc}", file=sys.stderr)
         return 1
+    if not source.identity.may("read"):
+        await source.close()
+        print(
+            f"orch console: the token {source.identity.name!r} ({source.identity.role}) may "
+            "not read; the console needs an operator's token (monitoring_system or more)",
+            file=sys.stderr,
+        )
+        return 1
     try:
         app = api_console(source, readonly=readonly)
         await app.run_async()

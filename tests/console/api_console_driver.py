@@ -60,7 +60,6 @@ async def main() -> int:
             seen["actor"] = app.actor
     finally:
         await source.close()
-    seen["asyncpg_connections"] = "asyncpg.connection" in sys.modules
     print(json.dumps(seen))
     return 0
 

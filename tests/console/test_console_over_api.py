@@ -179,3 +179,20 @@ async def test_over_https_the_daemon_is_verified_against_the_ca_file(
             await remote.close()
     finally:
         await daemon.ensure_stopped()
+
+
+async def test_a_service_token_cannot_open_the_console(
+    orch: Orch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A service's token reads nothing: refused with what to use, not a console of 403s."""
+    from orchtui.app import _run_api_console
+
+    await register_service(orch, "venue")
+    secret, _ = await orch.tokens.create(
+        name="venue-svc", role="service", service_name="venue", actor="t"
+    )
+    async with serve_api(orch) as url:
+        code = await _run_api_console(ApiCredentials(url=url, token=secret), readonly=False)
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "'venue-svc' (service) may not read" in err and secret not in err
