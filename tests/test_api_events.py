@@ -7,13 +7,14 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
-from orchcore import Orch, Settings
+from orchcore import ManualClock, Orch, Settings
 from orchcore.api import create_app
 from orchcore.api.app import close_event_streams
 from orchcore.client.events import EventStream
@@ -331,6 +332,22 @@ async def test_a_revoked_token_s_stream_ends_and_is_refused_again(orch: Orch, ap
         assert stream.connected
         await orch.tokens.revoke(str(issued.id), actor="t")
         await eventually(lambda: seen.states == [True, False], message="the stream ended")
+        await eventually(
+            lambda: (stream.last_error or "").startswith("the daemon refused the token (401)")
+        )
+
+
+async def test_a_stream_ends_when_its_token_expires(
+    orch: Orch, api: Served, clock: ManualClock
+) -> None:
+    secret, _ = await orch.tokens.create(
+        name="rota", role="monitoring_system", actor="t", expires_in=timedelta(seconds=1)
+    )
+    headers = {"Authorization": f"Bearer {secret}"}
+    async with following(api.base_url, headers, refused_retry_seconds=60) as (stream, seen):
+        assert stream.connected
+        await clock.advance(2)  # the engine's time past the expiry; the stream's second ends
+        await eventually(lambda: seen.states[:2] == [True, False], message="the stream ended")
         await eventually(
             lambda: (stream.last_error or "").startswith("the daemon refused the token (401)")
         )

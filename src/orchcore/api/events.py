@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -154,12 +155,24 @@ async def stream_events(
             feed,
             start,
             heartbeat_seconds=orch.settings.events_heartbeat_seconds,
-            max_seconds=max_seconds,
+            max_seconds=_until_expiry(max_seconds, caller.expires_at, orch.clock.now()),
             token_id=None if caller.token_id is None else str(caller.token_id),
         ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _until_expiry(
+    max_seconds: float | None, expires_at: datetime | None, now: datetime
+) -> float | None:
+    """The stream's length: as asked, and no longer than its token is valid (a stream
+    outliving its token would go on telling what the token may no longer read; the
+    client's reconnection then gets 401)."""
+    if expires_at is None:
+        return max_seconds
+    left = max((expires_at - now).total_seconds(), 0.001)
+    return left if max_seconds is None else min(max_seconds, left)
 
 
 async def _stream(
