@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from orchcore import Orch
-from orchtui.app import OrchConsole
 from orchtui.panes.instances import InstancesPane
 from orchtui.screens import PaneScreen
 from orchtui.widgets.prompts import FilterBar
 from tests.console.helpers import SIZE, on_screen, pane_loaded, register_instances, register_service
+from tests.console.sources import SourceOf, console_on
 
 
-async def test_the_next_detail_of_a_kind_comes_in_the_same_screen_fresh(orch: Orch) -> None:
+async def test_the_next_detail_of_a_kind_comes_in_the_same_screen_fresh(
+    orch: Orch, as_source: SourceOf
+) -> None:
     for name in ("venue", "catering"):
         await register_service(orch, name)
     await register_instances(orch, "venue", 2)
-    app = OrchConsole(orch, first_pane="services")
+    app = console_on(await as_source(orch), first_pane="services")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "services")
         first = InstancesPane("venue")

@@ -22,10 +22,12 @@ from tests.console.helpers import (
     register_service,
     table_keys,
 )
+from tests.console.sources import SourceOf, console_on
 from tests.support.polling import eventually
 
 
 async def test_header_names_database_environment_age_and_connection(orch: Orch) -> None:
+    # The database console's header (the API console's: tests/console/test_console_over_api.py)
     app = OrchConsole(orch)
     async with app.run_test(size=SIZE):
         await pane_loaded(app, "overview")
@@ -38,10 +40,12 @@ async def test_header_names_database_environment_age_and_connection(orch: Orch) 
         assert app.screen.query_one(ConsoleHeader).region.height == 1
 
 
-async def test_slash_filters_rows_as_typed_and_escape_clears(orch: Orch) -> None:
+async def test_slash_filters_rows_as_typed_and_escape_clears(
+    orch: Orch, as_source: SourceOf
+) -> None:
     for name in ("booking", "venue", "venue-photos", "payments"):
         await register_service(orch, name)
-    app = OrchConsole(orch, first_pane="services")
+    app = console_on(await as_source(orch), first_pane="services")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "services")
         await pilot.press("slash", "v", "e", "n")
@@ -65,9 +69,9 @@ async def test_slash_filters_rows_as_typed_and_escape_clears(orch: Orch) -> None
         await eventually(lambda: len(table_keys(app)) == 4)
 
 
-async def test_filter_keeps_up_with_new_rows(orch: Orch) -> None:
+async def test_filter_keeps_up_with_new_rows(orch: Orch, as_source: SourceOf) -> None:
     await register_service(orch, "venue")
-    app = OrchConsole(orch, first_pane="services")
+    app = console_on(await as_source(orch), first_pane="services")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "services")
         await pilot.press("slash", "v", "e", "n", "enter")
@@ -77,8 +81,8 @@ async def test_filter_keeps_up_with_new_rows(orch: Orch) -> None:
         await on_screen(app, "Services [2/3] /ven")
 
 
-async def test_question_mark_lists_pane_and_global_keys(orch: Orch) -> None:
-    app = OrchConsole(orch, first_pane="services")
+async def test_question_mark_lists_pane_and_global_keys(orch: Orch, as_source: SourceOf) -> None:
+    app = console_on(await as_source(orch), first_pane="services")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "services")
         await pilot.press("question_mark")
@@ -101,9 +105,11 @@ async def test_question_mark_lists_pane_and_global_keys(orch: Orch) -> None:
         assert not isinstance(app.screen, HelpScreen)
 
 
-async def test_colon_jumps_to_a_pane_by_name_with_completion(orch: Orch) -> None:
+async def test_colon_jumps_to_a_pane_by_name_with_completion(
+    orch: Orch, as_source: SourceOf
+) -> None:
     await register_service(orch, "booking")
-    app = OrchConsole(orch)
+    app = console_on(await as_source(orch))
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await pane_loaded(app, "overview")
         await pilot.press("colon", "s", "e", "r")
@@ -124,9 +130,11 @@ async def test_colon_jumps_to_a_pane_by_name_with_completion(orch: Orch) -> None
         assert isinstance(app.active_pane, ServicesPane)
 
 
-async def test_colon_from_a_detail_screen_returns_to_the_panes(orch: Orch) -> None:
+async def test_colon_from_a_detail_screen_returns_to_the_panes(
+    orch: Orch, as_source: SourceOf
+) -> None:
     await register_service(orch, "booking")
-    app = OrchConsole(orch, first_pane="services")
+    app = console_on(await as_source(orch), first_pane="services")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "services")
         await pilot.press("enter")
@@ -136,9 +144,11 @@ async def test_colon_from_a_detail_screen_returns_to_the_panes(orch: Orch) -> No
         assert len(app.screen_stack) == 1
 
 
-async def test_palette_lists_panes_and_the_current_panes_actions(orch: Orch) -> None:
+async def test_palette_lists_panes_and_the_current_panes_actions(
+    orch: Orch, as_source: SourceOf
+) -> None:
     await register_service(orch, "booking")
-    app = OrchConsole(orch, first_pane="services")
+    app = console_on(await as_source(orch), first_pane="services")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "services")
         await pilot.press("ctrl+p")
@@ -158,9 +168,9 @@ async def test_palette_lists_panes_and_the_current_panes_actions(orch: Orch) -> 
         assert isinstance(app.active_pane, OverviewPane)
 
 
-async def test_palette_runs_a_pane_action(orch: Orch) -> None:
+async def test_palette_runs_a_pane_action(orch: Orch, as_source: SourceOf) -> None:
     await register_service(orch, "booking")
-    app = OrchConsole(orch, first_pane="services")
+    app = console_on(await as_source(orch), first_pane="services")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "services")
         await pilot.press("ctrl+p", *"services: instances")
@@ -172,12 +182,12 @@ async def test_palette_runs_a_pane_action(orch: Orch) -> None:
 
 @pytest.mark.parametrize("no_color", [False, True], ids=["colour", "NO_COLOR"])
 async def test_everything_fits_80_by_24(
-    orch: Orch, monkeypatch: pytest.MonkeyPatch, no_color: bool
+    orch: Orch, monkeypatch: pytest.MonkeyPatch, no_color: bool, as_source: SourceOf
 ) -> None:
     if no_color:
         monkeypatch.setenv("NO_COLOR", "1")
     await register_service(orch, "notifications", service_type="scheduler")
-    app = OrchConsole(orch, first_pane="services")
+    app = console_on(await as_source(orch), first_pane="services")
     assert app.no_color is no_color
     async with app.run_test(size=SIZE):
         await pane_loaded(app, "services")
@@ -194,8 +204,8 @@ async def test_everything_fits_80_by_24(
             assert key in footer, f"{key!r} not in footer {footer!r}"
 
 
-async def test_escape_on_the_top_pane_does_nothing(orch: Orch) -> None:
-    app = OrchConsole(orch, first_pane="services")
+async def test_escape_on_the_top_pane_does_nothing(orch: Orch, as_source: SourceOf) -> None:
+    app = console_on(await as_source(orch), first_pane="services")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "services")
         await pilot.press("escape")
@@ -203,9 +213,9 @@ async def test_escape_on_the_top_pane_does_nothing(orch: Orch) -> None:
         await off_screen(app, "Services ›")
 
 
-async def test_colon_q_opens_queues_and_colon_quit_leaves(orch: Orch) -> None:
+async def test_colon_q_opens_queues_and_colon_quit_leaves(orch: Orch, as_source: SourceOf) -> None:
     """`:q` is the Queues pane's short name; leaving takes `:quit` (or `:q!`, or q)."""
-    app = OrchConsole(orch, first_pane="services")
+    app = console_on(await as_source(orch), first_pane="services")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "services")
         await pilot.press("colon", "q", "enter")
@@ -217,10 +227,10 @@ async def test_colon_q_opens_queues_and_colon_quit_leaves(orch: Orch) -> None:
 
 
 @pytest.mark.parametrize("where", ["pane", "prompt", "question"])
-async def test_ctrl_c_quits_from_anywhere(orch: Orch, where: str) -> None:
+async def test_ctrl_c_quits_from_anywhere(orch: Orch, where: str, as_source: SourceOf) -> None:
     """As the demo's README says: q or Ctrl-C stops it (Textual 8 alone only hints at q)."""
     await register_service(orch, "booking")
-    app = OrchConsole(orch, first_pane="services")
+    app = console_on(await as_source(orch), first_pane="services")
     async with app.run_test(size=SIZE) as pilot:
         await pane_loaded(app, "services")
         if where == "prompt":
@@ -246,10 +256,12 @@ async def test_the_console_stops_listening_when_it_exits(orch: Orch) -> None:
     assert listener._handlers == before
 
 
-async def test_a_refresh_tick_while_shutting_down_is_ignored(orch: Orch) -> None:
+async def test_a_refresh_tick_while_shutting_down_is_ignored(
+    orch: Orch, as_source: SourceOf
+) -> None:
     # The refresh timer can fire once more after the last screen has gone at exit;
     # that tick must not end the console with a traceback.
-    app = OrchConsole(orch)
+    app = console_on(await as_source(orch))
     async with app.run_test(size=SIZE):
         await pane_loaded(app)
     assert not app.screen_stack
