@@ -4,9 +4,11 @@ database (the same models, field for field)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from pydantic_core import to_jsonable_python
 
@@ -96,3 +98,21 @@ async def test_the_console_clock_is_the_daemons(orch: Orch, clock: ManualClock) 
         assert isinstance(remote, RemoteOrch)
         await remote.overview()
         assert abs(remote.clock.now() - clock.now()) < timedelta(seconds=5)
+
+
+async def test_identical_reads_in_flight_together_are_one_request(orch: Orch) -> None:
+    """The Queues pane asks for the queues and their figures at once: one GET serves both."""
+    await a_queue(orch)
+    async with api_source(orch) as remote:
+        assert isinstance(remote, RemoteOrch)
+        sent: list[str] = []
+
+        async def count(request: httpx.Request) -> None:
+            sent.append(request.url.path)
+
+        remote._http.event_hooks["request"].append(count)
+        queues, metrics = await asyncio.gather(remote.bus.list_queues(), remote.bus.all_metrics())
+        assert [q.queue_name for q in queues] == [BOOKINGS] and BOOKINGS in metrics
+        assert sent == ["/api/orchestration/messages/queues"]
+        await remote.bus.list_queues()  # not in flight any more: asked again
+        assert len(sent) == 2

@@ -16,6 +16,7 @@ which the console shows in its connection banner and recovers from.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -131,14 +132,26 @@ def _segment(value: object) -> str:
 
 
 class _Api:
-    """The HTTP exchange every concern shares: errors mapped, the daemon's time kept."""
+    """The HTTP exchange every concern shares: errors mapped to the engine's, and one
+    request for identical GETs in flight together (the Overview and Queues panes ask for
+    the queue listing twice at once: for the queues and for their figures)."""
 
-    def __init__(self, http: httpx.AsyncClient, clock: ServerClock) -> None:
+    def __init__(self, http: httpx.AsyncClient) -> None:
         self.http = http
-        self.clock = clock
+        self._reading: dict[tuple[str, tuple[tuple[str, Any], ...]], asyncio.Task[bytes]] = {}
 
     async def get(self, kind: type[T], path: str, **params: Any) -> T:
-        return await self.call(kind, "GET", path, params=params)
+        query = _query(params)
+        key = (path, tuple(sorted(query.items())))
+        reading = self._reading.get(key)
+        if reading is None:
+            reading = asyncio.ensure_future(self._exchange("GET", path, query, None))
+            self._reading[key] = reading
+            reading.add_done_callback(lambda _done: self._reading.pop(key, None))
+        # Shielded: one reader going away (a pane's fetch cancelled) leaves the others theirs.
+        content = await asyncio.shield(reading)
+        parsed: T = _adapter(kind).validate_json(content)
+        return parsed
 
     async def call(
         self,
@@ -149,15 +162,22 @@ class _Api:
         params: dict[str, Any] | None = None,
         body: Any = None,
     ) -> T:
-        query = {k: v for k, v in (params or {}).items() if v is not None}
+        content = await self._exchange(method, path, _query(params or {}), body)
+        parsed: T = _adapter(kind).validate_json(content)
+        return parsed
+
+    async def _exchange(self, method: str, path: str, query: dict[str, Any], body: Any) -> bytes:
         try:
             answer = await self.http.request(method, API + path, params=query or None, json=body)
         except httpx.TransportError as exc:
             raise DaemonUnreachable(_transport_failure(exc)) from exc
         if answer.status_code >= 400:
             raise _refusal(answer)
-        parsed: T = _adapter(kind).validate_json(answer.content)
-        return parsed
+        return answer.content
+
+
+def _query(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}
 
 
 def _transport_failure(exc: httpx.TransportError) -> str:
@@ -510,7 +530,7 @@ class RemoteOrch:
         clock: ServerClock | None = None,
     ) -> None:
         self.clock = clock or ServerClock()
-        self._api = _Api(http, self.clock)
+        self._api = _Api(http)
         self._http = http
         self.identity = identity
         #: how the daemon's audit log names whoever acts through this source
