@@ -13,11 +13,14 @@ from pathlib import Path
 import pytest
 
 import orchcore
+from orchcore.bus.direct import queue_table
 from orchcore.db import Queries
 from orchcore.db.pool import connect
 from orchcore.db.queries import parse_named_queries
 
 PACKAGE_ROOT = Path(orchcore.__file__).parent
+#: A PGMQ queue for the queries prepared per queue ({queue_table}, orchcore.bus.direct).
+PROBE_QUEUE = "named_query_probe"
 
 
 def query_packages() -> list[str]:
@@ -40,9 +43,11 @@ async def test_every_named_query_prepares(dsn: str, package: str) -> None:
     failures: dict[str, str] = {}
     conn = await connect(dsn)
     try:
+        await conn.execute("SELECT pgmq.create($1)", PROBE_QUEUE)
         for name in queries.names():
+            text = getattr(queries, name).replace("{queue_table}", queue_table(PROBE_QUEUE))
             try:
-                await conn.prepare(getattr(queries, name))
+                await conn.prepare(text)
             except Exception as error:  # every failing query reported at once, not the first
                 failures[name] = f"{type(error).__name__}: {error}"
     finally:

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from orchcore import Orch, Settings
+from orchcore.callpath.identity import SAGA_SOURCE
 from tests.examples.platform_process import running_platform
 from tests.support.daemons import DaemonProcess
 from tests.support.polling import eventually
@@ -61,6 +62,15 @@ async def test_three_daemons_killed_and_restarted_lose_nothing(dsn: str) -> None
             await orch.workflow_definitions.register(
                 yaml.safe_load(DEFINITION.read_text()), actor="t"
             )
+            # This test is about crashes, not breakers: on a loaded machine payment's 10%
+            # failures and slow answers once made five in a row, the breaker opened and
+            # 57 sagas were (rightly) compensated. A threshold those failures cannot reach
+            # keeps "every saga completes" the claim under test.
+            await orch.breakers.create(
+                {"service_name": SAGA_SOURCE, "target_service": "payment",
+                 "failure_threshold": 10_000},
+                actor="t",
+            )  # fmt: skip
             lease = ("--workflow-lease", "2", "--no-health-checks")
             daemons = [DaemonProcess(dsn, f"d{n}", *lease) for n in range(3)]
             await asyncio.gather(*(d.start() for d in daemons))

@@ -87,5 +87,8 @@ class Deliveries:
                 taken[msg_id] = delivery
         return taken
 
+    def take_one(self, queue_name: str, msg_id: int) -> Delivery | None:
+        return self._held.pop((queue_name, msg_id), None)
+
     def forget(self, queue_name: str, msg_id: int) -> None:
         self._held.pop((queue_name, msg_id), None)

@@ -152,10 +152,13 @@ class MessageLogWriter:
 
     def record(self, records: list[LogRecord]) -> None:
         for rec in records:
-            key = (rec["queue_name"], rec["message_id"])
-            old = self._pending.pop(key, None)
-            self._pending[key] = merge(old, rec) if old is not None else rec
-        while len(self._pending) > MAX_PENDING:
+            self.record_one(rec)
+
+    def record_one(self, rec: LogRecord) -> None:
+        key = (rec["queue_name"], rec["message_id"])
+        old = self._pending.pop(key, None)
+        self._pending[key] = merge(old, rec) if old is not None else rec
+        if len(self._pending) > MAX_PENDING:
             self._pending.pop(next(iter(self._pending)))
             self.dropped += 1
         if self._task is None and not self._closed:

@@ -67,25 +67,6 @@ SELECT pgmq.unbind_topic($1, $2)
 -- $4 the TTL in seconds (or NULL), $5 the delay in seconds. The TTL becomes the header
 -- x-orch-expires-at (orch_bus_headers_with_ttl).
 
--- name: send_message
-SELECT msg_id
-FROM pgmq.send(
-    $1::text,
-    $2::text::jsonb,
-    orch_bus_headers_with_ttl($3::text::jsonb, $4::integer),
-    $5::integer) AS msg_id
-
--- name: send_message_batch
--- Several messages of one delay into one queue; ids come back in the order given.
-SELECT msg_id
-FROM pgmq.send_batch(
-    $1::text,
-    $2::text[]::jsonb[],
-    (SELECT array_agg(orch_bus_headers_with_ttl(h.headers::jsonb, h.ttl) ORDER BY h.ord)
-     FROM unnest($3::text[], $4::integer[]) WITH ORDINALITY AS h(headers, ttl, ord)),
-    $5::integer) AS msg_id
-ORDER BY msg_id
-
 -- name: send_topic_batch
 -- Fan-out: every bound queue whose pattern matches the routing key ($1, the message
 -- type) gets each message; one (queue, id) row per copy.
@@ -98,12 +79,71 @@ FROM pgmq.send_batch_topic(
     $5::integer)
 ORDER BY queue_name, msg_id
 
+-- Prepared per queue (orchcore.bus.direct) ---------------------------------------------------
+-- PGMQ's own statements (those pgmq.send, pgmq.send_batch, pgmq.read and pgmq.delete
+-- build with format() and EXECUTE), on the table {queue_table} (pgmq."q_<name>"), run as
+-- statements prepared once per connection instead of planned on every call.
+
+-- name: direct_send
+-- $1 the PGMQ message as JSON text, $2 the sender's headers as JSON text (or NULL), $3
+-- the TTL in seconds (or NULL: the headers go as they are), $4 the delay in seconds.
+INSERT INTO {queue_table} (vt, message, headers)
+VALUES (clock_timestamp() + make_interval(secs => $4::integer), $1::text::jsonb,
+        CASE WHEN $3::integer IS NULL THEN $2::text::jsonb
+             ELSE orch_bus_headers_with_ttl($2::text::jsonb, $3::integer) END)
+RETURNING msg_id
+
+-- name: direct_send_batch
+-- The same for several messages of one delay ($4), one array a column; ids come back in
+-- the order given.
+WITH sent AS (
+    INSERT INTO {queue_table} (vt, message, headers)
+    SELECT clock_timestamp() + make_interval(secs => $4::integer), m.message::jsonb,
+           CASE WHEN m.ttl IS NULL THEN m.headers::jsonb
+                ELSE orch_bus_headers_with_ttl(m.headers::jsonb, m.ttl) END
+    FROM unnest($1::text[], $2::text[], $3::integer[]) WITH ORDINALITY AS m(message, headers, ttl, ord)
+    ORDER BY m.ord
+    RETURNING msg_id
+)
+SELECT msg_id FROM sent ORDER BY msg_id
+
+-- name: direct_read
+-- ready → in flight: up to $1 messages, oldest first, invisible for $2 seconds, read
+-- count + 1 (pgmq.read). What is past its TTL or its delivery limit is set aside
+-- afterwards (orch_bus_set_aside).
+WITH due AS (
+    SELECT msg_id FROM {queue_table}
+    WHERE vt <= clock_timestamp()
+    ORDER BY msg_id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {queue_table} m
+SET last_read_at = clock_timestamp(),
+    vt = clock_timestamp() + make_interval(secs => $2::integer),
+    read_ct = m.read_ct + 1
+FROM due
+WHERE m.msg_id = due.msg_id
+RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.last_read_at, m.vt, m.message, m.headers
+
+-- name: direct_ack_one
+-- in flight → gone (pgmq.delete), for a message received in this process: its facts are
+-- known (orchcore.bus.deliveries), so only the time and size come back
+-- (pg_column_size reads a value's header, not the value).
+DELETE FROM {queue_table} WHERE msg_id = $1::bigint
+RETURNING msg_id, clock_timestamp() AS acked_at, pg_column_size(message) AS size_bytes
+
+-- name: direct_ack_many
+DELETE FROM {queue_table} WHERE msg_id = ANY($1::bigint[])
+RETURNING msg_id, clock_timestamp() AS acked_at, pg_column_size(message) AS size_bytes
+
 -- Delivery -----------------------------------------------------------------------------------
 
--- name: receive
--- ready → in flight (read count + 1); past its TTL → expired; over the delivery limit
--- → dead letter (or archived as failed without one). See orch_bus_receive.
-SELECT * FROM orch_bus_receive($1, $2, $3, $4, $5, $6)
+-- name: set_aside
+-- in flight → expired (past its TTL), or → dead letter (or archived as failed without
+-- one) over its delivery limit, for messages a direct read may have found due; returns
+-- the ids set aside.
+SELECT msg_id FROM orch_bus_set_aside($1, $2::bigint[], $3, $4, $5) AS msg_id
 
 -- name: next_visible_in
 SELECT orch_bus_next_visible_in($1)
@@ -111,11 +151,6 @@ SELECT orch_bus_next_visible_in($1)
 -- name: ack
 -- in flight → gone (deleted); the message log keeps the record.
 SELECT * FROM orch_bus_ack($1, $2::bigint[])
-
--- name: ack_handed_out
--- in flight → gone (deleted), for messages received in this process: their facts are
--- known (orchcore.bus.deliveries), so only the time and size come back.
-SELECT * FROM orch_bus_ack_delivered($1, $2::bigint[])
 
 -- name: nack
 -- in flight → ready after the delay, or → dead letter when that was its last delivery.

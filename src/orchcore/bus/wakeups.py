@@ -1,11 +1,11 @@
 """Wake long-polling consumers when PGMQ inserts into their queue.
 
 An insert into ``pgmq.q_<name>`` NOTIFYs the channel ``pgmq.q_<name>.INSERT`` at
-commit, PGMQ's notify-on-insert with its throttle table, fired once per statement
-(orch_bus_enable_notify in the migration): at most once per throttle interval, since
-the throttle row is updated by each notifying insert and a throttle of 0 would make
-every producer of a queue queue up on one row lock. orch uses a small throttle and
-makes up for it here: each notification also schedules a second, trailing wake one
+commit, PGMQ's notify-on-insert, fired once per statement (orch_bus_enable_notify,
+migrations 0007 and 0014) and throttled per producing session: each connection
+notifies at most once per throttle interval (a throttle keeps a busy queue from
+waking its listeners on every commit). orch uses a small throttle and makes up for it
+here: each notification also schedules a second, trailing wake one
 interval later, for the inserts the throttle kept quiet.
 
 One dedicated LISTEN connection per process, opened on the first wait and listening

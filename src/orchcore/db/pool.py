@@ -91,8 +91,9 @@ async def _keep_session(conn: Connection) -> None:
     every release, which PostgreSQL counts as a transaction: on the saga path that was
     six commits a saga for nothing. The engine's pooled connections keep no session
     state: LISTEN has a connection of its own, the migration lock is released
-    explicitly, no statement uses SET or cursors. asyncpg still rolls back a
-    transaction left open before this is called.
+    explicitly, no statement uses SET or cursors (the bus's insert trigger keeps
+    the time of its last notification in a session setting: a throttle, fine to
+    keep). asyncpg still rolls back a transaction left open before this is called.
     """
 
 
