@@ -576,6 +576,11 @@ def _by_delay(
     return groups
 
 
+def _column_or_null(values: list[Any]) -> list[Any] | None:
+    """A column of NULLs as one NULL (unnest pads it): no array of them to encode."""
+    return values if any(v is not None for v in values) else None
+
+
 async def _send_batch(
     conn: Connection | LeasedConnections, queue_name: str, prepared: PreparedSend
 ) -> list[SendMessageResponse]:
@@ -584,8 +589,9 @@ async def _send_batch(
     for delay, group in _by_delay(prepared.messages).items():
         status = "delayed" if delay else "queued"
         rows = await conn.fetch(
-            send_batch, [m.message for _, m in group], [m.headers for _, m in group],
-            [m.ttl_seconds for _, m in group], delay,
+            send_batch, [m.message for _, m in group],
+            _column_or_null([m.headers for _, m in group]),
+            _column_or_null([m.ttl_seconds for _, m in group]), delay,
         )  # fmt: skip
         answers = _SEND_RESPONSES.validate_python(
             [

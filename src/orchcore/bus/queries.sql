@@ -94,8 +94,8 @@ VALUES (clock_timestamp() + make_interval(secs => $4::integer), $1::text::jsonb,
 RETURNING msg_id
 
 -- name: direct_send_batch
--- The same for several messages of one delay ($4), one array a column; ids come back in
--- the order given.
+-- The same for several messages of one delay ($4), one array a column ($2 or $3 NULL
+-- when all of theirs are: unnest pads it); ids come back in the order given.
 WITH sent AS (
     INSERT INTO {queue_table} (vt, message, headers)
     SELECT clock_timestamp() + make_interval(secs => $4::integer), m.message::jsonb,
