@@ -137,14 +137,19 @@ async def drained(heard: asyncio.Queue[str], wait: float) -> int:
     return count
 
 
-async def test_one_session_notifies_once_an_interval(orch: Orch, dsn: str) -> None:
-    await make_queue(orch)
-    # a minute's throttle for this test's trigger, to count without racing the clock
+async def replace_trigger(orch: Orch, arguments: str) -> None:
+    """The queue's insert trigger again, with ``arguments`` (SQL literals) for it."""
     await orch.db.execute("DROP TRIGGER orch_notify_insert ON pgmq.q_bookings")
     await orch.db.execute(
         "CREATE TRIGGER orch_notify_insert AFTER INSERT ON pgmq.q_bookings "
-        "FOR EACH STATEMENT EXECUTE FUNCTION orch_bus_notify_insert('60000')"
+        f"FOR EACH STATEMENT EXECUTE FUNCTION orch_bus_notify_insert({arguments})"
     )
+
+
+async def test_one_session_notifies_once_an_interval(orch: Orch, dsn: str) -> None:
+    await make_queue(orch)
+    # a minute's throttle for this test's trigger, to count without racing the clock
+    await replace_trigger(orch, "'60000'")
     listener, heard = await listen(dsn)
     producer = await connect(dsn)
     other = await connect(dsn)
@@ -165,11 +170,7 @@ async def test_a_trigger_made_before_the_throttle_argument_keeps_10_ms(
     orch: Orch, dsn: str
 ) -> None:
     await make_queue(orch)
-    await orch.db.execute("DROP TRIGGER orch_notify_insert ON pgmq.q_bookings")
-    await orch.db.execute(
-        "CREATE TRIGGER orch_notify_insert AFTER INSERT ON pgmq.q_bookings "
-        "FOR EACH STATEMENT EXECUTE FUNCTION orch_bus_notify_insert()"
-    )
+    await replace_trigger(orch, "")  # as migration 0007 made it
     listener, heard = await listen(dsn)
     producer = await connect(dsn)
     try:

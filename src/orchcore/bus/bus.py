@@ -318,7 +318,11 @@ class MessageBus:
         queue = await self._consumable(queue_name, consumer)
         handed_out = self._deliveries.take(queue.name, ids)
         unknown = [msg_id for msg_id in ids if msg_id not in handed_out]
-        deleted = await self._ack_handed_out(queue.name, list(handed_out))
+        deleted = (
+            await self._hot.fetch(direct.statements(queue.name).ack_many, list(handed_out))
+            if handed_out
+            else []
+        )
         rows = await self._hot.fetch(Q.ack, queue.name, unknown) if unknown else []
         if not rows and not deleted and len(ids) == 1:
             raise NotFoundError("message", f"{queue_name}/{message_ids[0]}")
@@ -329,14 +333,6 @@ class MessageBus:
         ]
         self.logs.record(records)
         return [str(row["msg_id"]) for row in (*deleted, *rows)]
-
-    async def _ack_handed_out(self, queue_name: str, ids: list[int]) -> list[Any]:
-        if not ids:
-            return []
-        if len(ids) == 1:
-            row = await self._hot.fetchrow(direct.statements(queue_name).ack_one, ids[0])
-            return [row] if row is not None else []
-        return await self._hot.fetch(direct.statements(queue_name).ack_many, ids)
 
     async def nack(
         self,

@@ -91,4 +91,4 @@ class Deliveries:
         return self._held.pop((queue_name, msg_id), None)
 
     def forget(self, queue_name: str, msg_id: int) -> None:
-        self._held.pop((queue_name, msg_id), None)
+        self.take_one(queue_name, msg_id)

@@ -5,8 +5,8 @@ commit, PGMQ's notify-on-insert, fired once per statement (orch_bus_enable_notif
 migrations 0007 and 0014) and throttled per producing session: each connection
 notifies at most once per throttle interval (a throttle keeps a busy queue from
 waking its listeners on every commit). orch uses a small throttle and makes up for it
-here: each notification also schedules a second, trailing wake one
-interval later, for the inserts the throttle kept quiet.
+here: each notification also schedules a second, trailing wake one interval later, for
+the inserts the throttle kept quiet.
 
 One dedicated LISTEN connection per process, opened on the first wait and listening
 only to the queues someone waits on. NOTIFY has no replay, and a long transaction may
